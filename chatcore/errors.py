@@ -1,0 +1,107 @@
+"""One small error hierarchy per concern, each message something a person can act on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = [
+    "BackendError",
+    "ChatcoreError",
+    "ConfigError",
+    "ConversationNotFound",
+    "EngineClosed",
+    "EngineError",
+    "EngineStopped",
+    "HookFailed",
+    "InvalidInput",
+    "InvalidTransition",
+    "PluginError",
+    "PluginLoadError",
+    "UnknownBackend",
+]
+
+
+class ChatcoreError(Exception):
+    """Base of every error chatcore raises on purpose."""
+
+    exit_code: int = 1
+
+
+class ConfigError(ChatcoreError):
+    """A configuration file (or override) is invalid.
+
+    The message names the file, the dotted key and what was expected, e.g.
+    ``config.toml: backends.openai.timeout_seconds: expected a number, got 'abc'``.
+    """
+
+    exit_code = 2
+
+    def __init__(self, path: Path | str | None, key: str, problem: str) -> None:
+        self.path = str(path) if path is not None else None
+        self.key = key
+        self.problem = problem
+        where = f"{self.path}: " if self.path else ""
+        keypart = f"{key}: " if key else ""
+        super().__init__(f"{where}{keypart}{problem}")
+
+
+class UnknownBackend(ChatcoreError):
+    """A backend name was asked for that the configuration does not define."""
+
+    exit_code = 2
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = known
+        choices = ", ".join(sorted(known)) or "none"
+        super().__init__(f"unknown backend {name!r}; configured backends: {choices}")
+
+
+class InvalidInput(ChatcoreError):
+    """A prompt was rejected before anything was written (empty, too long, NUL bytes)."""
+
+    exit_code = 2
+
+
+class ConversationNotFound(ChatcoreError):
+    exit_code = 2
+
+    def __init__(self, conversation_id: str) -> None:
+        self.conversation_id = conversation_id
+        super().__init__(
+            f"no conversation {conversation_id!r} (see `chatcore history list`)"
+        )
+
+
+class PluginError(ChatcoreError):
+    """Base of plugin problems."""
+
+
+class PluginLoadError(PluginError):
+    """A plugin could not be found, imported, ordered or initialised."""
+
+    exit_code = 2
+
+
+class InvalidTransition(PluginError):
+    """A lifecycle transition that the state machine does not allow."""
+
+
+class HookFailed(PluginError):
+    """A hook registered with ``fail_fast`` failed, so the turn fails."""
+
+
+class BackendError(ChatcoreError):
+    """Base of errors from a backend provider (the backends issue refines it)."""
+
+
+class EngineError(ChatcoreError):
+    """Base of engine lifecycle errors."""
+
+
+class EngineClosed(EngineError):
+    """The engine is not running (closed, or not yet opened)."""
+
+
+class EngineStopped(EngineError):
+    """The supervisor gave up: an actor crashed faster than its restart intensity."""

@@ -1,0 +1,184 @@
+"""Domain model: messages, conversation contexts and streamed chunks.
+
+Everything here is immutable; "changing" a value means building a new one with
+``replace`` or ``with_message``, so a context can be shared between concurrent
+stages without locks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from types import MappingProxyType
+from typing import Any, Self
+
+__all__ = [
+    "ChatContext",
+    "Chunk",
+    "Message",
+    "MessageStatus",
+    "Role",
+    "Usage",
+    "new_id",
+    "utcnow",
+]
+
+_EMPTY: Mapping[str, Any] = MappingProxyType({})
+
+
+class Role(StrEnum):
+    SYSTEM = "system"
+    USER = "user"
+    ASSISTANT = "assistant"
+    TOOL = "tool"
+
+
+class MessageStatus(StrEnum):
+    COMPLETE = "complete"
+    PARTIAL = "partial"
+    ERROR = "error"
+
+
+_last_ms = 0
+_seq = 0
+
+
+def new_id() -> str:
+    """Return a UUIDv7 string: time-ordered, so ids sort in creation order.
+
+    Within one millisecond a 12-bit counter in ``rand_a`` keeps ids from one
+    process strictly increasing (RFC 9562, method 1).
+    """
+    global _last_ms, _seq
+    ms = time.time_ns() // 1_000_000
+    if ms <= _last_ms:
+        _seq += 1
+        if _seq > 0xFFF:
+            _last_ms += 1
+            _seq = 0
+        ms = _last_ms
+    else:
+        _last_ms = ms
+        _seq = 0
+    rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+    value = (ms << 80) | (0x7 << 76) | (_seq << 64) | (0b10 << 62) | rand_b
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def _freeze(mapping: Mapping[str, Any] | None) -> Mapping[str, Any]:
+    if not mapping:
+        return _EMPTY
+    if isinstance(mapping, MappingProxyType):
+        return mapping
+    return MappingProxyType(dict(mapping))
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One message of a conversation."""
+
+    role: Role
+    content: str
+    id: str = field(default_factory=new_id)
+    created_at: datetime = field(default_factory=utcnow)
+    model: str | None = None
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+    status: MessageStatus = MessageStatus.COMPLETE
+    metadata: Mapping[str, Any] = _EMPTY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "role", Role(self.role))
+        object.__setattr__(self, "status", MessageStatus(self.status))
+        object.__setattr__(self, "metadata", _freeze(self.metadata))
+
+    @classmethod
+    def user(cls, content: str, **kwargs: Any) -> Message:
+        return cls(role=Role.USER, content=content, **kwargs)
+
+    @classmethod
+    def assistant(cls, content: str, **kwargs: Any) -> Message:
+        return cls(role=Role.ASSISTANT, content=content, **kwargs)
+
+    @classmethod
+    def system(cls, content: str, **kwargs: Any) -> Message:
+        return cls(role=Role.SYSTEM, content=content, **kwargs)
+
+    def replace(self, **changes: Any) -> Self:
+        """Return a copy with ``changes`` applied (the id is kept unless given)."""
+        return dataclasses.replace(self, **changes)
+
+    def with_metadata(self, **items: Any) -> Self:
+        return dataclasses.replace(self, metadata={**self.metadata, **items})
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    """Token counts reported for one reply."""
+
+    tokens_in: int | None = None
+    tokens_out: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """One streamed piece of a reply; the last one has ``done=True``."""
+
+    text: str
+    index: int
+    done: bool = False
+    usage: Usage | None = None
+    model: str | None = None
+
+    def replace(self, **changes: Any) -> Self:
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass(frozen=True, slots=True)
+class ChatContext:
+    """Everything a stage needs to know about one turn.
+
+    ``messages`` is the history sent to the backend, oldest first, ending with
+    the user's new message. ``system`` is kept apart from ``messages`` because
+    backends place it differently (Anthropic wants it outside the list).
+    """
+
+    conversation_id: str
+    messages: tuple[Message, ...] = ()
+    backend: str = ""
+    model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    stream: bool = True
+    system: str | None = None
+    metadata: Mapping[str, Any] = _EMPTY
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "messages", tuple(self.messages))
+        object.__setattr__(self, "metadata", _freeze(self.metadata))
+
+    def with_message(self, message: Message) -> ChatContext:
+        return dataclasses.replace(self, messages=(*self.messages, message))
+
+    def replace(self, **changes: Any) -> ChatContext:
+        return dataclasses.replace(self, **changes)
+
+    def with_metadata(self, **items: Any) -> ChatContext:
+        return dataclasses.replace(self, metadata={**self.metadata, **items})
+
+    @property
+    def last_user_message(self) -> Message | None:
+        for message in reversed(self.messages):
+            if message.role is Role.USER:
+                return message
+        return None

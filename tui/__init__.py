@@ -1,0 +1,1 @@
+"""chatcore tui plugins."""
