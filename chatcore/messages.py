@@ -95,7 +95,7 @@ class Message:
     tokens_in: int | None = None
     tokens_out: int | None = None
     status: MessageStatus = MessageStatus.COMPLETE
-    metadata: Mapping[str, Any] = _EMPTY
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
@@ -161,7 +161,7 @@ class ChatContext:
     max_tokens: int | None = None
     stream: bool = True
     system: str | None = None
-    metadata: Mapping[str, Any] = _EMPTY
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "messages", tuple(self.messages))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
@@ -31,7 +31,7 @@ class PluginResult(Generic[T]):
     data: T | None = None
     error: str | None = None
     execution_time_ms: float = 0.0
-    metadata: Mapping[str, Any] = _EMPTY
+    metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
     reply: Message | None = None
     """Set by ``short_circuit``: the turn is answered with this, the backend is skipped."""
 
