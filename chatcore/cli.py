@@ -1,1 +1,415 @@
-def main() -> None: ...
+"""The ``chatcore`` command line.
+
+Heavy imports (Trio, pydantic, sqlite-utils, the engine) happen inside the
+commands, so ``chatcore --help`` starts fast.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
+
+import click
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .config import Config
+    from .messages import Message
+    from .store import Store
+
+__all__ = ["main"]
+
+EXIT_INTERRUPTED = 130
+PLUGIN_JSON_KEYS = (
+    "name",
+    "type",
+    "state",
+    "priority",
+    "calls",
+    "failures",
+    "timeouts",
+    "circuit",
+    "last_error",
+    "p50_ms",
+    "p95_ms",
+)
+
+config_option = click.option(
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config file (default: $CHATCORE_CONFIG, the user config, the shipped default).",
+)
+json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+
+
+def _fail(message: str, code: int = 1) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(code)
+
+
+def _guarded(fn: Callable[[], Any]) -> Any:
+    """Run a command body; chatcore's own errors become one line and an exit code."""
+    from .errors import ChatcoreError
+
+    try:
+        return fn()
+    except ChatcoreError as exc:
+        _fail(str(exc), exc.exit_code)
+
+
+def _load(config_path: Path | None, **overrides: Any) -> Config:
+    from .config import load_config
+
+    cleaned = {k: v for k, v in overrides.items() if v is not None}
+    config: Config = _guarded(lambda: load_config(config_path, **cleaned))
+    return config
+
+
+def _print_json(value: Any) -> None:
+    click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
+
+
+@click.group(invoke_without_command=True)
+@click.version_option(package_name="chatcore")
+@config_option
+@click.option("--backend", default=None, help="Backend to chat with (a [backends.NAME] table).")
+@click.pass_context
+def cli(ctx: click.Context, config_path: Path | None, backend: str | None) -> None:
+    """chatcore: offline-first chatbot middleware.
+
+    Run without a command to chat interactively on the configured backend.
+    """
+    if ctx.invoked_subcommand is None:
+        config = _load(config_path, default_backend=backend)
+        from ._repl import run_repl
+
+        _guarded(lambda: run_repl(config))
+
+
+# --- ask -------------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--backend", default=None, help="Backend name (a [backends.NAME] table).")
+@click.option("--model", default=None, help="Model to ask for (default: the backend's).")
+@click.option("--system", default=None, help="System prompt for this turn.")
+@click.option("--conversation", "conversation_id", default=None, help="Continue conversation ID.")
+@click.option(
+    "-c", "--continue", "continue_latest", is_flag=True, help="Continue the latest conversation."
+)
+@config_option
+@json_option
+def ask(
+    prompt: str | None,
+    backend: str | None,
+    model: str | None,
+    system: str | None,
+    conversation_id: str | None,
+    continue_latest: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Ask one question and stream the reply to stdout.
+
+    The prompt comes from PROMPT or, when it is missing, from standard input.
+    """
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            _fail("no prompt: give it as an argument or on standard input", 2)
+        prompt = sys.stdin.read()
+    if conversation_id and continue_latest:
+        _fail("use either --conversation ID or --continue, not both", 2)
+    config = _load(config_path, default_backend=backend)
+    text = prompt
+
+    def run() -> int:
+        import trio
+
+        return trio.run(
+            _ask_async, config, text, model, system, conversation_id, continue_latest, as_json
+        )
+
+    code = _guarded(run)
+    sys.exit(code)
+
+
+async def _ask_async(
+    config: Config,
+    prompt: str,
+    model: str | None,
+    system: str | None,
+    conversation_id: str | None,
+    continue_latest: bool,
+    as_json: bool,
+) -> int:
+    import trio
+
+    from ._engine import open_engine
+    from ._repl import _cancel_on_sigint
+
+    async with open_engine(config) as engine:
+        if continue_latest:
+            conversation = engine.latest_conversation() or engine.conversation()
+        else:
+            conversation = engine.conversation(conversation_id)
+        reply_stream = conversation.stream(prompt, model=model, system=system)
+        wrote_any = False
+        async with trio.open_nursery() as nursery:
+            await nursery.start(_cancel_on_sigint, reply_stream)
+            async with reply_stream:
+                async for chunk in reply_stream:
+                    if not as_json:
+                        sys.stdout.write(chunk.text)
+                        sys.stdout.flush()
+                        wrote_any = wrote_any or bool(chunk.text)
+            nursery.cancel_scope.cancel()
+        reply = reply_stream.message
+        assert reply is not None
+        if as_json:
+            _print_json(_ask_json(conversation.id, reply, reply_stream))
+        elif wrote_any:
+            sys.stdout.write("\n")
+    if reply_stream.cancelled:
+        click.echo("interrupted: the partial reply is saved", err=True)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _ask_json(conversation_id: str, reply: Message, _: object) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "message_id": reply.id,
+        "content": reply.content,
+        "backend": reply.metadata.get("backend"),
+        "model": reply.model,
+        "tokens_in": reply.tokens_in,
+        "tokens_out": reply.tokens_out,
+        "status": str(reply.status),
+    }
+
+
+# --- plugins and backends --------------------------------------------------------------------
+
+
+def _engine_status(config: Config) -> Any:
+    import trio
+
+    from ._engine import open_engine
+
+    async def main() -> Any:
+        async with open_engine(config) as engine:
+            return engine.status()
+
+    return _guarded(lambda: trio.run(main))
+
+
+@cli.command()
+@config_option
+@json_option
+def plugins(config_path: Path | None, as_json: bool) -> None:
+    """List plugins and backends with their state, circuit and call statistics."""
+    config = _load(config_path)
+    status = _engine_status(config)
+    rows = [s.as_dict() for s in status.plugins.values()]
+    if as_json:
+        keys = list(PLUGIN_JSON_KEYS)
+        _print_json([{k: row[k] for k in keys} for row in rows])
+        return
+    _print_table(
+        rows,
+        ["name", "type", "state", "priority", "calls", "failures", "timeouts", "circuit"],
+        extra="last_error",
+    )
+
+
+@cli.group(invoke_without_command=True)
+@click.pass_context
+def backends(ctx: click.Context) -> None:
+    """Configured backends (see `backends list`)."""
+    if ctx.invoked_subcommand is None:
+        ctx.invoke(backends_list)
+
+
+@backends.command("list")
+@config_option
+@json_option
+def backends_list(config_path: Path | None = None, as_json: bool = False) -> None:
+    """List the configured backends; the default one is marked."""
+    config = _load(config_path)
+    status = _engine_status(config)
+    rows = []
+    for name, backend in config.backends.items():
+        plugin_status = status.plugins[name]
+        rows.append(
+            {
+                "name": name,
+                "plugin": backend.plugin,
+                "model": backend.model or _default_model(backend.plugin),
+                "state": plugin_status.state,
+                "circuit": plugin_status.circuit,
+                "is_default": name == config.default_backend,
+                "description": plugin_status.description or plugin_status.last_error or "",
+            }
+        )
+    if as_json:
+        _print_json(rows)
+        return
+    for row in rows:
+        row["default"] = "*" if row["is_default"] else ""
+    _print_table(rows, ["default", "name", "plugin", "model", "state"], extra="description")
+
+
+def _default_model(plugin: str) -> str | None:
+    return "echo" if plugin == "echo" else None
+
+
+def _print_table(rows: list[dict[str, Any]], columns: list[str], *, extra: str) -> None:
+    if not rows:
+        click.echo("(none)")
+        return
+    cells = [[("" if r[c] is None else str(r[c])) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    click.echo("  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)))
+    for row, data in zip(cells, rows, strict=True):
+        line = "  ".join(v.ljust(w) for v, w in zip(row, widths, strict=True))
+        if data.get(extra):
+            line += f"  {data[extra]}"
+        click.echo(line.rstrip())
+
+
+# --- history ---------------------------------------------------------------------------------
+
+
+def _open_store(config_path: Path | None) -> Store:
+    from .store import Store
+
+    config = _load(config_path)
+    store: Store = _guarded(lambda: Store(config.db_path))
+    return store
+
+
+@cli.group()
+def history() -> None:
+    """Stored conversations."""
+
+
+@history.command("list")
+@click.option("--limit", type=click.IntRange(min=1), default=None, help="Show at most N.")
+@config_option
+@json_option
+def history_list(limit: int | None, config_path: Path | None, as_json: bool) -> None:
+    """List conversations, most recently updated first."""
+    store = _open_store(config_path)
+    try:
+        conversations = store.list_conversations(limit=limit)
+    finally:
+        store.close()
+    rows = [
+        {
+            "id": c.id,
+            "title": c.title,
+            "updated_at": c.updated_at.isoformat(),
+            "message_count": c.message_count,
+        }
+        for c in conversations
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, ["id", "updated_at", "message_count"], extra="title")
+
+
+@history.command("show")
+@click.argument("conversation_id")
+@config_option
+@json_option
+def history_show(conversation_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Show one conversation (ID may be a unique prefix)."""
+    from .errors import ConversationNotFound
+
+    store = _open_store(config_path)
+    try:
+        full_id = store.resolve_conversation_id(conversation_id)
+        summary = store.get_conversation(full_id) if full_id else None
+        if summary is None:
+            _fail(str(ConversationNotFound(conversation_id)), 2)
+        messages = store.get_messages(summary.id)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            {
+                "id": summary.id,
+                "title": summary.title,
+                "messages": [
+                    {
+                        "id": m.id,
+                        "role": str(m.role),
+                        "content": m.content,
+                        "status": str(m.status),
+                        "model": m.model,
+                        "created_at": m.created_at.isoformat(),
+                    }
+                    for m in messages
+                ],
+            }
+        )
+        return
+    click.echo(f"# {summary.title}  ({summary.id})")
+    for m in messages:
+        flag = "" if str(m.status) == "complete" else f" [{m.status}]"
+        click.echo(f"\n{m.role}{flag}:\n{m.content}")
+
+
+# --- config ----------------------------------------------------------------------------------
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("path")
+@config_option
+def config_path_cmd(config_path: Path | None) -> None:
+    """Print which config file is used, and why."""
+    from .config import resolve_config_path
+
+    path, source = _guarded(lambda: resolve_config_path(config_path))
+    click.echo(f"{path}  ({source})")
+
+
+@config_group.command("check")
+@config_option
+def config_check(config_path: Path | None) -> None:
+    """Validate the config, including that every plugin and backend can be loaded."""
+    config = _load(config_path)
+    status = _engine_status(config)
+    broken = [s for s in status.plugins.values() if s.state == "error"]
+    for s in broken:
+        click.echo(f"error: {s.name}: {s.last_error}", err=True)
+    if broken:
+        sys.exit(2)
+    click.echo(f"ok: {config.source}")
+
+
+@config_group.command("show")
+@config_option
+@click.option("--docs", is_flag=True, help="Also print what each key means.")
+def config_show(config_path: Path | None, docs: bool) -> None:
+    """Print the effective config as JSON (secrets masked)."""
+    config = _load(config_path)
+    _print_json(config.display_dict())
+    if docs:
+        for key, doc in config.field_docs().items():
+            click.echo(f"{key}: {doc}")
+
+
+def main() -> None:
+    cli(prog_name="chatcore")

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
 
 __all__ = [
     "BackendError",
@@ -68,9 +71,7 @@ class ConversationNotFound(ChatcoreError):
 
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
-        super().__init__(
-            f"no conversation {conversation_id!r} (see `chatcore history list`)"
-        )
+        super().__init__(f"no conversation {conversation_id!r} (see `chatcore history list`)")
 
 
 class PluginError(ChatcoreError):

@@ -9,12 +9,13 @@ backend (a content filter's refusal, a cache hit).
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Mapping
+
     from .messages import Message
 
 __all__ = ["PluginResult"]

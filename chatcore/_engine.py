@@ -1,0 +1,476 @@
+"""The engine: opens the store, loads plugins, supervises the pipeline actors.
+
+``open_engine`` is the one way in for scripts, the CLI and the UI::
+
+    async with open_engine(backend="echo") as engine:
+        conversation = engine.conversation()
+        reply = await conversation.send("hello")
+"""
+
+from __future__ import annotations
+
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .actors import ActorStatus, Supervisor, open_supervisor
+from .config import Config, load_config
+from .errors import (
+    ConversationNotFound,
+    EngineClosed,
+    InvalidInput,
+    UnknownBackend,
+)
+from .hooks import HookRegistry
+from .messages import Chunk, Message, MessageStatus, Role
+from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
+from .plugins import PluginManager, PluginStatus
+from .store import ConversationSummary, Store, StoreWriter, TurnRecord
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Mapping
+    from pathlib import Path
+    from types import TracebackType
+
+__all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
+
+REPLY_CHANNEL_SIZE = 64
+"""Chunks buffered per streamed reply before the backend waits for the reader."""
+
+
+@dataclass(frozen=True, slots=True)
+class EngineStatus:
+    actors: tuple[ActorStatus, ...]
+    plugins: Mapping[str, PluginStatus]
+    turns_in_flight: int
+    data_dir: str
+    default_backend: str
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "actors": [a.as_dict() for a in self.actors],
+            "plugins": {k: v.as_dict() for k, v in self.plugins.items()},
+            "turns_in_flight": self.turns_in_flight,
+            "data_dir": self.data_dir,
+            "default_backend": self.default_backend,
+        }
+
+
+class Engine:
+    """A running chatcore: conversations, plugins, store and the actors behind them."""
+
+    def __init__(
+        self,
+        config: Config,
+        *,
+        store: Store,
+        plugins: PluginManager,
+        hooks: HookRegistry,
+        supervisor: Supervisor,
+        pipeline: Pipeline,
+    ) -> None:
+        self.config = config
+        self.store = store
+        self.plugins = plugins
+        self.hooks = hooks
+        self.supervisor = supervisor
+        self._pipeline = pipeline
+        self._conversations: dict[str, ConversationState] = {}
+        self._in_flight: set[Turn] = set()
+        self._closing = False
+
+    # -- conversations ----------------------------------------------------------------
+
+    def conversation(
+        self,
+        id: str | None = None,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+    ) -> Conversation:
+        """A conversation to talk in: a new one, or an existing one by id (or unique prefix).
+
+        Raises:
+            ConversationNotFound: ``id`` matches no stored conversation.
+            UnknownBackend: ``backend`` is not configured.
+        """
+        if backend is not None:
+            self._check_backend(backend)
+        if id is None:
+            state = ConversationState(id=_new_conversation_id(), history=[])
+            self._conversations[state.id] = state
+        else:
+            state_or_none = self._conversations.get(id)
+            if state_or_none is None:
+                full_id = self.store.resolve_conversation_id(id)
+                if full_id is None:
+                    raise ConversationNotFound(id)
+                state_or_none = self._conversations.setdefault(
+                    full_id, ConversationState(id=full_id)
+                )
+            state = state_or_none
+        return Conversation(self, state, backend=backend, model=model, system=system)
+
+    def latest_conversation(self) -> Conversation | None:
+        """The most recently updated stored conversation, if there is one."""
+        latest = self.store.latest_conversation_id()
+        return None if latest is None else self.conversation(latest)
+
+    async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        return await trio.to_thread.run_sync(lambda: self.store.list_conversations(limit=limit))
+
+    def status(self) -> EngineStatus:
+        return EngineStatus(
+            actors=self.supervisor.status(),
+            plugins=self.plugins.get_plugin_status(),
+            turns_in_flight=len(self._in_flight),
+            data_dir=str(self.config.resolved_data_dir),
+            default_backend=self.config.default_backend,
+        )
+
+    # -- turns ------------------------------------------------------------------------
+
+    def _check_backend(self, backend: str) -> None:
+        if backend not in self.config.backends:
+            raise UnknownBackend(backend, list(self.config.backends))
+
+    def _validate(self, text: str) -> None:
+        if not isinstance(text, str):
+            raise InvalidInput(f"a prompt must be text, got {type(text).__name__}")
+        if not text.strip():
+            raise InvalidInput("empty prompt: type something to send")
+        limit = self.config.max_message_chars
+        if len(text) > limit:
+            raise InvalidInput(
+                f"prompt too long: {len(text):,} characters (max_message_chars is {limit:,})"
+            )
+        if "\x00" in text:
+            raise InvalidInput("prompt contains NUL bytes; send text, not binary data")
+
+    def _new_turn(
+        self,
+        state: ConversationState,
+        text: str,
+        options: TurnOptions,
+        chunks: trio.MemorySendChannel[Chunk] | None,
+    ) -> Turn:
+        if self._closing:
+            raise EngineClosed("the engine is closed; open a new one with open_engine()")
+        self._validate(text)
+        self._check_backend(options.backend)
+        turn = Turn(conversation=state, text=text, options=options, chunks=chunks)
+        # Ordering is fixed here, synchronously, so concurrent sends keep submission order.
+        turn.previous = state.last_turn
+        state.last_turn = turn
+        return turn
+
+    async def _submit(self, turn: Turn) -> None:
+        self._in_flight.add(turn)
+        try:
+            await self._pipeline.gateway.send_channel.send(turn)
+        except BaseException:
+            self._in_flight.discard(turn)
+            raise
+
+    async def _await(self, turn: Turn) -> Message:
+        try:
+            await turn.finished.wait()
+        finally:
+            if turn.finished.is_set():
+                self._in_flight.discard(turn)
+                if turn.conversation.last_turn is turn:
+                    turn.conversation.last_turn = None
+        if turn.error is not None:
+            raise turn.error
+        assert turn.reply is not None
+        return turn.reply
+
+    async def _close(self, grace_s: float) -> None:
+        """Stop taking turns, end the ones in flight as ``partial``, stop the actors."""
+        self._closing = True
+        for turn in list(self._in_flight):
+            if not turn.finished.is_set():
+                turn.error = turn.error or EngineClosed(
+                    "the engine closed mid-reply; what arrived so far is saved as partial"
+                )
+            turn.cancel()
+        with trio.move_on_after(grace_s):
+            for turn in list(self._in_flight):
+                await turn.finished.wait()
+        await self.supervisor.stop()
+        stranded = [t for t in self._in_flight if not t.persisted.is_set()]
+        if stranded:
+            await self._pipeline.writer.write_direct([_salvage(t) for t in stranded])
+        for turn in list(self._in_flight):
+            turn.finish(EngineClosed("the engine closed before this turn finished"))
+        self._in_flight.clear()
+        await self.plugins.shutdown()
+
+
+def _salvage(turn: Turn) -> TurnRecord:
+    """What to store of a turn the pipeline could not finish: never lose the user's words."""
+    user = turn.user_message or Message(role=Role.USER, content=turn.text)
+    reply = Message(
+        role=Role.ASSISTANT,
+        content="".join(turn.parts),
+        status=MessageStatus.PARTIAL,
+        metadata={"error": "interrupted: the engine shut down mid-reply"},
+    )
+    return TurnRecord(
+        conversation_id=turn.conversation.id,
+        messages=(user, reply),
+        backend=turn.options.backend,
+        model=turn.options.model,
+    )
+
+
+def _new_conversation_id() -> str:
+    from .messages import new_id
+
+    return new_id()
+
+
+class Conversation:
+    """A conversation of an engine. Turns sent to one conversation run in order."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        state: ConversationState,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+    ) -> None:
+        self._engine = engine
+        self._state = state
+        self.backend = backend
+        self.model = model
+        self.system = system
+
+    @property
+    def id(self) -> str:
+        return self._state.id
+
+    def __repr__(self) -> str:
+        return f"<Conversation {self.id}>"
+
+    def _options(
+        self,
+        backend: str | None,
+        model: str | None,
+        system: str | None,
+        temperature: float | None,
+        max_tokens: int | None,
+    ) -> TurnOptions:
+        return TurnOptions(
+            backend=backend or self.backend or self._engine.config.default_backend,
+            model=model or self.model,
+            system=system or self.system,
+            temperature=temperature,
+            max_tokens=max_tokens,
+        )
+
+    async def send(
+        self,
+        text: str,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> Message:
+        """Send ``text`` and return the stored assistant reply.
+
+        Raises:
+            InvalidInput: empty, too long, or NUL bytes (nothing is written).
+            BackendError: the backend failed; what was said is stored all the same.
+        """
+        options = self._options(backend, model, system, temperature, max_tokens)
+        turn = self._engine._new_turn(self._state, text, options, None)
+        await self._engine._submit(turn)
+        return await self._engine._await(turn)
+
+    def stream(
+        self,
+        text: str,
+        *,
+        backend: str | None = None,
+        model: str | None = None,
+        system: str | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+    ) -> ReplyStream:
+        """Send ``text`` and iterate the reply's ``Chunk``s as they arrive.
+
+        Use it as ``async for chunk in conversation.stream(text)``, or inside
+        ``async with`` to make leaving early stop the reply (kept as ``partial``).
+        """
+        options = self._options(backend, model, system, temperature, max_tokens)
+        send, receive = trio.open_memory_channel[Chunk](REPLY_CHANNEL_SIZE)
+        turn = self._engine._new_turn(self._state, text, options, send)
+        return ReplyStream(self._engine, turn, receive)
+
+    async def messages(self) -> list[Message]:
+        """Every stored message of this conversation, oldest first."""
+        store = self._engine.store
+        return await trio.to_thread.run_sync(store.get_messages, self.id)
+
+
+class ReplyStream:
+    """The chunks of one reply; ``message`` holds the stored reply once it is done."""
+
+    def __init__(
+        self, engine: Engine, turn: Turn, receive: trio.MemoryReceiveChannel[Chunk]
+    ) -> None:
+        self._engine = engine
+        self._turn = turn
+        self._receive = receive
+        self._submitted = False
+
+    @property
+    def conversation_id(self) -> str:
+        return self._turn.conversation.id
+
+    @property
+    def message(self) -> Message | None:
+        return self._turn.reply if self._turn.finished.is_set() else None
+
+    def cancel(self) -> None:
+        """Stop the reply; what arrived so far is stored as ``partial``."""
+        self._turn.cancel()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._turn.cancel_scope.cancel_called
+
+    def __aiter__(self) -> ReplyStream:
+        return self
+
+    async def __anext__(self) -> Chunk:
+        if not self._submitted:
+            self._submitted = True
+            await self._engine._submit(self._turn)
+        try:
+            return await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            pass
+        await self._engine._await(self._turn)
+        raise StopAsyncIteration
+
+    async def __aenter__(self) -> ReplyStream:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Stop the reply if it is still running and wait until it is stored."""
+        if not self._submitted:
+            self._receive.close()
+            return
+        if not self._turn.finished.is_set():
+            self._turn.cancel()
+        self._receive.close()
+        with (
+            trio.CancelScope(shield=True),
+            trio.move_on_after(self._engine.config.runtime.shutdown_grace_seconds),
+        ):
+            await self._turn.finished.wait()
+        if self._turn.finished.is_set():
+            self._engine._in_flight.discard(self._turn)
+
+
+@asynccontextmanager
+async def open_engine(
+    config: str | Path | Config | None = None, **overrides: Any
+) -> AsyncIterator[Engine]:
+    """Start an engine; leaving the block stops it cleanly.
+
+    Args:
+        config: a config file, a ``Config``, or None for the usual lookup
+            (``$CHATCORE_CONFIG``, the user config, the shipped default).
+        **overrides: config keys to override, e.g. ``default_backend="echo"``,
+            ``data_dir=...``; ``backend=`` is short for ``default_backend=``.
+
+    Raises:
+        ConfigError: the configuration is invalid (file, key and problem named).
+        EngineStopped: an actor crashed faster than its restart intensity allows.
+    """
+    if "backend" in overrides:
+        backend = overrides.pop("backend")
+        if backend is not None:
+            overrides["default_backend"] = backend
+    overrides = {k: v for k, v in overrides.items() if v is not None}
+    if isinstance(config, Config):
+        cfg = config.with_overrides(**overrides) if overrides else config
+    else:
+        cfg = load_config(config, **overrides)
+    runtime = cfg.runtime
+    store = Store(cfg.db_path)
+    try:
+        hooks = HookRegistry()
+        manager = PluginManager(cfg, hooks)
+        writer = StoreWriter(store, capacity=runtime.channel_capacity)
+        async with open_supervisor(
+            max_restarts=runtime.max_restarts,
+            within_s=runtime.restart_window_seconds,
+            backoff_base_s=runtime.restart_backoff_seconds,
+            backoff_max_s=runtime.restart_backoff_max_seconds,
+        ) as supervisor:
+            pipeline = Pipeline(
+                manager,
+                hooks,
+                store,
+                writer,
+                default_system=cfg.system_prompt,
+                capacity=runtime.channel_capacity,
+                concurrency=runtime.stage_concurrency,
+            )
+            engine = Engine(
+                cfg,
+                store=store,
+                plugins=manager,
+                hooks=hooks,
+                supervisor=supervisor,
+                pipeline=pipeline,
+            )
+            try:
+                await manager.initialize()
+                await supervisor.start(writer)
+                for stage in reversed(pipeline.stages):
+                    await supervisor.start(stage)
+                yield engine
+            finally:
+                with trio.CancelScope(shield=True):
+                    await engine._close(runtime.shutdown_grace_seconds)
+    finally:
+        store.close()
+
+
+def ask(
+    text: str,
+    *,
+    backend: str | None = None,
+    config: str | Path | Config | None = None,
+    **overrides: Any,
+) -> Message:
+    """Send one message in a new conversation and return the reply (blocking).
+
+    For scripts that are not async: ``print(chatcore.ask("hi", backend="echo").content)``.
+    """
+
+    async def main() -> Message:
+        async with open_engine(config, backend=backend, **overrides) as engine:
+            return await engine.conversation().send(text)
+
+    return trio.run(main)

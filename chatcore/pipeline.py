@@ -1,0 +1,459 @@
+"""The request pipeline: one actor per stage, connected by bounded memory channels.
+
+A ``Turn`` (one user message and its reply) flows
+
+    gateway → middleware → processors → features → backend → after → store
+
+Each stage is a ``StageActor`` that receives turns from its inbox and handles
+each one in a task of its own (bounded by a ``CapacityLimiter``), so many
+conversations move through a stage at once. Turns of one conversation are
+ordered by the gateway: a turn starts only when the previous turn of its
+conversation has finished. Chunks of a streamed reply go straight from the
+backend stage to the caller's per-turn channel.
+
+Plugin code runs only through the hook registry, so a failing plugin costs a
+counted failure and never the turn.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from .errors import BackendError, ChatcoreError, PluginError
+from .hooks import HookRegistry, HookType
+from .messages import ChatContext, Chunk, Message, MessageStatus, Role
+from .plugins import CallNext, PluginManager, PluginType
+from .result import PluginResult
+
+if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable
+
+    from .store import Store, StoreWriter
+
+__all__ = [
+    "STAGE_NAMES",
+    "ConversationState",
+    "Pipeline",
+    "StageActor",
+    "Turn",
+    "TurnOptions",
+]
+
+STAGE_NAMES = ("gateway", "middleware", "processors", "features", "backend", "after")
+
+
+@dataclass(eq=False)
+class ConversationState:
+    """What the engine keeps in memory about one conversation."""
+
+    id: str
+    history: list[Message] | None = None
+    """Stored messages, oldest first; loaded on the first turn, then kept up to date."""
+    last_turn: Turn | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    backend: str
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(eq=False)
+class Turn:
+    """One user message on its way through the pipeline, and what became of it."""
+
+    conversation: ConversationState
+    text: str
+    options: TurnOptions
+    chunks: trio.MemorySendChannel[Chunk] | None = None
+    """The caller's channel for streamed pieces; None when the caller wants the whole reply."""
+    previous: Turn | None = None
+    context: ChatContext | None = None
+    user_message: Message | None = None
+    reply: Message | None = None
+    error: BaseException | None = None
+    short_circuited_by: str | None = None
+    parts: list[str] = field(default_factory=list)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    persisted: trio.Event = field(default_factory=trio.Event)
+    processed: trio.Event = field(default_factory=trio.Event)
+    finished: trio.Event = field(default_factory=trio.Event)
+    started_at: float = field(default_factory=time.perf_counter)
+
+    def cancel(self) -> None:
+        """Stop generating; what was streamed so far is kept as a ``partial`` reply."""
+        self.cancel_scope.cancel()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        if error is not None and self.error is None:
+            self.error = error
+        if self.chunks is not None:
+            self.chunks.close()
+        self.finished.set()
+
+
+class StageActor:
+    """A pipeline stage: handles each turn of its inbox in its own task."""
+
+    def __init__(
+        self,
+        name: str,
+        handler: Callable[[Turn], Awaitable[None]],
+        on_error: Callable[[Turn, Exception], Awaitable[None]],
+        *,
+        capacity: int,
+        concurrency: int,
+    ) -> None:
+        self.name = name
+        self._handler = handler
+        self._on_error = on_error
+        self.send_channel, self._inbox = trio.open_memory_channel[Turn](capacity)
+        self._limiter = trio.CapacityLimiter(concurrency)
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for turn in self._inbox:
+                await self._limiter.acquire_on_behalf_of(turn)
+                nursery.start_soon(self._handle, turn)
+
+    async def _handle(self, turn: Turn) -> None:
+        try:
+            await self._handler(turn)
+        except Exception as exc:
+            await self._on_error(turn, exc)
+        finally:
+            self._limiter.release_on_behalf_of(turn)
+
+    def queued(self) -> int:
+        return self._inbox.statistics().current_buffer_used
+
+
+class Pipeline:
+    """Builds the stage actors and holds what they share."""
+
+    def __init__(
+        self,
+        manager: PluginManager,
+        hooks: HookRegistry,
+        store: Store,
+        writer: StoreWriter,
+        *,
+        default_system: str | None,
+        capacity: int,
+        concurrency: int,
+    ) -> None:
+        self.manager = manager
+        self.hooks = hooks
+        self.store = store
+        self.writer = writer
+        self.default_system = default_system
+        self._reader_lock = trio.Lock()
+
+        def stage(name: str, handler: Callable[[Turn], Awaitable[None]]) -> StageActor:
+            return StageActor(
+                name, handler, self._stage_failed, capacity=capacity, concurrency=concurrency
+            )
+
+        self.gateway = stage("gateway", self._gateway)
+        self.middleware = stage("middleware", self._middleware)
+        self.processors = stage("processors", self._processors)
+        self.features = stage("features", self._features)
+        self.backend = stage("backend", self._backend)
+        self.after = stage("after", self._after)
+        self.stages = (
+            self.gateway,
+            self.middleware,
+            self.processors,
+            self.features,
+            self.backend,
+            self.after,
+        )
+
+    # -- stages ---------------------------------------------------------------------------
+
+    async def _gateway(self, turn: Turn) -> None:
+        if turn.previous is not None:
+            await turn.previous.finished.wait()
+            turn.previous = None  # let finished turns be collected
+        conversation = turn.conversation
+        if conversation.history is None:
+            async with self._reader_lock:
+                conversation.history = await trio.to_thread.run_sync(
+                    self.store.get_messages, conversation.id
+                )
+        opts = turn.options
+        turn.user_message = Message(role=Role.USER, content=turn.text)
+        history = tuple(
+            m for m in conversation.history if m.status is not MessageStatus.ERROR and m.content
+        )
+        context = ChatContext(
+            conversation_id=conversation.id,
+            messages=(*history, turn.user_message),
+            backend=opts.backend,
+            model=opts.model or self._backend_model(opts.backend),
+            temperature=opts.temperature,
+            max_tokens=opts.max_tokens,
+            stream=turn.chunks is not None,
+            system=opts.system or self.default_system,
+        )
+        turn.context = context
+        if self.hooks.has(HookType.ON_REQUEST_START):
+            outcome = await self.hooks.run(HookType.ON_REQUEST_START, context, context)
+            turn.context = outcome.value
+            if outcome.reply is not None:
+                await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
+                return await self._complete(turn)
+        await self.middleware.send_channel.send(turn)
+        await turn.processed.wait()
+        await self._complete(turn)
+
+    async def _complete(self, turn: Turn) -> None:
+        if turn.reply is not None and self.hooks.has(HookType.ON_REQUEST_COMPLETE):
+            assert turn.context is not None
+            await self.hooks.run(HookType.ON_REQUEST_COMPLETE, turn.reply, turn.context)
+        turn.finish()
+
+    async def _middleware(self, turn: Turn) -> None:
+        chain = self.manager.active(PluginType.MIDDLEWARE)
+        assert turn.context is not None
+
+        async def innermost(context: ChatContext) -> Message:
+            turn.context = context
+            await self.processors.send_channel.send(turn)
+            await turn.persisted.wait()
+            assert turn.reply is not None
+            return turn.reply
+
+        call: CallNext = innermost
+        for record in reversed(chain):
+            call = self._wrap_middleware(record, call, turn)
+        reply = await call(turn.context)
+        if not turn.persisted.is_set():
+            # A middleware answered without calling call_next (a cache hit, a refusal).
+            await self._answer_directly(turn, reply, "middleware")
+        turn.processed.set()
+
+    def _wrap_middleware(self, record: Any, inner: CallNext, turn: Turn) -> CallNext:
+        registration = record.registration
+        handle = record.instance.handle
+
+        async def call(context: ChatContext) -> Message:
+            reached_inner = False
+
+            async def call_next(ctx: ChatContext) -> Message:
+                nonlocal reached_inner
+                reached_inner = True
+                return await inner(ctx)
+
+            async def attempt() -> PluginResult[Message]:
+                return PluginResult.ok(await handle(context, call_next))
+
+            result = await self.hooks.guarded(registration, attempt, context=context)
+            if result is not None and result.success and result.data is not None:
+                return result.data
+            # The middleware failed, timed out or is paused: the turn goes on without it.
+            if reached_inner and turn.persisted.is_set():
+                assert turn.reply is not None
+                return turn.reply
+            return await inner(context)
+
+        return call
+
+    async def _processors(self, turn: Turn) -> None:
+        assert turn.context is not None and turn.user_message is not None
+        if self.hooks.has(HookType.BEFORE_MESSAGE):
+            outcome = await self.manager.execute_message_processors(turn.user_message, turn.context)
+            if outcome.value is not turn.user_message:
+                turn.user_message = outcome.value
+                turn.context = turn.context.replace(
+                    messages=(*turn.context.messages[:-1], outcome.value)
+                )
+            if outcome.reply is not None:
+                await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
+                return
+        await self.features.send_channel.send(turn)
+
+    async def _features(self, turn: Turn) -> None:
+        assert turn.context is not None
+        for record in self.manager.active(PluginType.FEATURE_EXTENSION):
+            assert record.registration is not None
+            result = await self.hooks.guarded(
+                record.registration,
+                functools.partial(record.instance.enrich, turn.context),  # type: ignore[union-attr]
+                context=turn.context,
+            )
+            if result is None or not result.success:
+                continue
+            if result.data is not None:
+                turn.context = result.data
+            if result.reply is not None:
+                await self._answer_directly(turn, result.reply, record.name)
+                return
+        await self.backend.send_channel.send(turn)
+
+    async def _backend(self, turn: Turn) -> None:
+        assert turn.context is not None
+        if self.hooks.has(HookType.BEFORE_MODEL_LOAD):
+            outcome = await self.hooks.run(HookType.BEFORE_MODEL_LOAD, turn.context, turn.context)
+            turn.context = outcome.value
+            if outcome.reply is not None:
+                await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
+                return
+        context = turn.context
+        await self._generate(turn, context)
+        await self.after.send_channel.send(turn)
+
+    async def _generate(self, turn: Turn, context: ChatContext) -> None:
+        name = context.backend
+        record = self.manager.backend_record(name)
+        stats, breaker = record.stats, record.breaker
+        model = context.model
+        tokens_in = tokens_out = None
+        error: BaseException | None = None
+        chunk_hooks = self.hooks.has(HookType.ON_STREAM_CHUNK)
+        started = time.perf_counter()
+        stats.calls += 1
+        try:
+            if not breaker.allow():
+                raise BackendError(
+                    f"backend {name!r} is failing (circuit open after "
+                    f"{breaker.consecutive_failures} consecutive errors); "
+                    "try again later or switch backend with --backend"
+                )
+            provider = self.manager.get_backend_provider(name)
+            with turn.cancel_scope:
+                async for chunk in provider.stream(context):
+                    if chunk_hooks:
+                        chunk = (
+                            await self.hooks.run(HookType.ON_STREAM_CHUNK, chunk, context)
+                        ).value
+                    turn.parts.append(chunk.text)
+                    if chunk.usage is not None:
+                        tokens_in, tokens_out = chunk.usage.tokens_in, chunk.usage.tokens_out
+                    if chunk.model:
+                        model = chunk.model
+                    if turn.chunks is not None:
+                        try:
+                            await turn.chunks.send(chunk)
+                        except (trio.BrokenResourceError, trio.ClosedResourceError):
+                            # The caller stopped listening: stop generating, keep what we have.
+                            turn.cancel_scope.cancel()
+        except Exception as exc:
+            error = exc if isinstance(exc, ChatcoreError) else _backend_error(name, exc)
+            stats.failures += 1
+            stats.last_error = str(error)
+            breaker.record_failure()
+        else:
+            breaker.record_success()
+        stats.durations.append((time.perf_counter() - started) * 1000.0)
+
+        content = "".join(turn.parts)
+        if error is not None:
+            status = MessageStatus.PARTIAL if content else MessageStatus.ERROR
+        elif turn.cancel_scope.cancelled_caught or turn.cancel_scope.cancel_called:
+            status = MessageStatus.PARTIAL
+        else:
+            status = MessageStatus.COMPLETE
+        metadata: dict[str, Any] = {"backend": name}
+        if error is not None:
+            metadata["error"] = str(error)
+            turn.error = error
+        turn.reply = Message(
+            role=Role.ASSISTANT,
+            content=content,
+            model=model,
+            tokens_in=tokens_in,
+            tokens_out=tokens_out,
+            status=status,
+            metadata=metadata,
+        )
+
+    async def _after(self, turn: Turn) -> None:
+        assert turn.context is not None and turn.reply is not None
+        if turn.reply.status is not MessageStatus.ERROR and self.hooks.has(HookType.AFTER_MESSAGE):
+            outcome = await self.hooks.run(HookType.AFTER_MESSAGE, turn.reply, turn.context)
+            turn.reply = outcome.value
+        await self._persist(turn)
+
+    # -- shared steps ---------------------------------------------------------------------
+
+    async def _answer_directly(self, turn: Turn, reply: Message, by: str | None) -> None:
+        """A plugin answered the turn: the backend is skipped and the answer stored as the reply."""
+        assert turn.context is not None
+        turn.short_circuited_by = by
+        turn.reply = reply.replace(
+            metadata={**reply.metadata, "answered_by": by or "plugin"},
+        )
+        if turn.chunks is not None and reply.content:
+            chunk = Chunk(text=reply.content, index=0, done=True)
+            # If nobody is listening any more, the reply is still stored.
+            with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                await turn.chunks.send(chunk)
+        await self._persist(turn)
+
+    async def _persist(self, turn: Turn) -> None:
+        from .store import TurnRecord
+
+        assert turn.user_message is not None and turn.reply is not None
+        context = turn.context
+        record = TurnRecord(
+            conversation_id=turn.conversation.id,
+            messages=(turn.user_message, turn.reply),
+            backend=context.backend if context else turn.options.backend,
+            model=turn.reply.model or (context.model if context else None),
+            system=context.system if context else None,
+        )
+        try:
+            await self.writer.write([record])
+        except Exception as exc:
+            turn.error = turn.error or exc
+        else:
+            history = turn.conversation.history
+            if history is not None:
+                history.extend(record.messages)
+        turn.persisted.set()
+
+    async def _stage_failed(self, turn: Turn, exc: Exception) -> None:
+        """A stage raised outside plugin isolation: fail this turn, keep what the user said."""
+        if turn.persisted.is_set():
+            turn.error = turn.error or exc
+            turn.processed.set()
+            turn.finish()
+            return
+        turn.error = exc
+        if turn.user_message is None:
+            turn.processed.set()
+            turn.finish()
+            return
+        turn.reply = turn.reply or Message(
+            role=Role.ASSISTANT,
+            content="".join(turn.parts),
+            status=MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR,
+            metadata={"error": str(exc)},
+        )
+        await self._persist(turn)
+        turn.processed.set()
+        turn.finish()
+
+    def _backend_model(self, backend: str) -> str | None:
+        try:
+            model = self.manager.backend_record(backend).plugin_config.config.get("model")
+        except PluginError:
+            return None
+        return str(model) if model else None
+
+
+def _backend_error(name: str, exc: BaseException) -> BackendError:
+    error = BackendError(f"backend {name!r} failed: {type(exc).__name__}: {exc}")
+    error.__cause__ = exc
+    return error
