@@ -350,13 +350,14 @@ async def test_closing_the_engine_mid_reply_stores_it_as_partial(
             async for _ in engine.conversation().stream("never finished"):
                 got_first_chunk.set()
 
+    # The nursery outlives the engine: leaving the inner block closes the engine
+    # while `talk` is still streaming.
     async with (
-        open_engine(write_config(BASE), backend="slow") as engine,
         trio.open_nursery() as nursery,
+        open_engine(write_config(BASE), backend="slow") as engine,
     ):
         nursery.start_soon(talk, engine)
         await got_first_chunk.wait()
-        await engine._close(engine.config.runtime.shutdown_grace_seconds)
     assert stored_rows(data_dir) == [
         ("user", "never finished", "complete"),
         ("assistant", "echo: ", "partial"),
