@@ -398,6 +398,14 @@ def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type
     Raises:
         PluginLoadError: with what was tried and how to fix the name.
     """
+    file_part, sep, class_name = spec.rpartition(":")
+    if sep and file_part.endswith(".py"):
+        file_classes = [c for c in load_plugin_file(Path(file_part)) if c.__name__ == class_name]
+        if not file_classes:
+            raise PluginLoadError(
+                f"plugin {spec!r}: {file_part!r} defines no plugin {class_name!r}"
+            )
+        return file_classes[0]
     if ":" in spec and not spec.endswith(".py"):
         module_name, _, attr = spec.partition(":")
         try:
@@ -697,6 +705,12 @@ class PluginManager:
                     "a distinct `name`"
                 )
             records.append(record)
+        # Files dropped into a plugin directory load by themselves, with default settings;
+        # a [[plugins]] entry for the same plugin takes precedence.
+        for directory in self._search_dirs:
+            if directory.is_dir():
+                taken = {r.name for r in records}
+                records.extend(self._directory_records(directory, skip=taken))
         await self._initialize_in_order(records)
 
     def _record_for_entry(self, entry: PluginEntry) -> LoadedPlugin:
@@ -767,6 +781,11 @@ class PluginManager:
         path = Path(directory)
         if not path.is_dir():
             raise PluginLoadError(f"plugin directory {str(path)!r} does not exist")
+        records = self._directory_records(path, skip=set())
+        await self._initialize_in_order(records)
+        return [r.status() for r in records]
+
+    def _directory_records(self, path: Path, *, skip: set[str]) -> list[LoadedPlugin]:
         records = []
         for file in sorted(path.glob("*.py")):
             if file.name.startswith("_"):
@@ -780,11 +799,12 @@ class PluginManager:
                 continue
             for cls in classes:
                 name = cls.metadata.name
+                if name in skip:
+                    continue
                 record = self._new_record(name, f"{file}:{cls.__name__}", PluginConfig(name=name))
                 self._adopt_class(record, cls)
                 records.append(record)
-        await self._initialize_in_order(records)
-        return [r.status() for r in records]
+        return records
 
     def get_backend_provider(self, name: str | None = None) -> BaseBackendProvider:
         """The active backend instance called ``name`` (default: the configured default).

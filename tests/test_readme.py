@@ -1,0 +1,41 @@
+"""The README's examples run as written."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, TESTS_DIR, subprocess_env
+
+README = (REPO_ROOT / "README.md").read_text()
+PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
+
+
+def test_quick_start_is_exactly_make_run_and_make_test() -> None:
+    quick_start = README.split("## Quick start", 1)[1].split("##", 1)[0]
+    block = re.search(r"```sh\n(.*?)```", quick_start, flags=re.S)
+    assert block is not None
+    commands = [line.split("#")[0].strip() for line in block.group(1).splitlines()]
+    assert commands == ["make run", "make test"]
+
+
+def test_the_plugin_example_is_the_tested_fixture() -> None:
+    shout = next(block for block in PYTHON_BLOCKS if "class Shout" in block)
+    assert shout in (TESTS_DIR / "plugins_fixtures" / "yourmodule.py").read_text()
+
+
+def test_the_python_api_example_prints_what_its_comments_say() -> None:
+    example = next(block for block in PYTHON_BLOCKS if "open_engine" in block)
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
+    expected = [m.strip() for m in re.findall(r"# (echo: [^\n]*|\d+)\n", example)]
+    lines = result.stdout.splitlines()
+    assert lines == ["echo: hello", "echo: and streaming", "2", "echo: one-off question"]
+    assert [line for line in lines if line != "echo: and streaming"] == expected
