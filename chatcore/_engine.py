@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
 
+STATS_NAMESPACE = "@stats"
+"""plugin_kv namespace of plugin counters and circuits; '@' can't start a plugin name."""
 REPLY_CHANNEL_SIZE = 64
 """Chunks buffered per streamed reply before the backend waits for the reader."""
 
@@ -207,7 +209,25 @@ class Engine:
         for turn in list(self._in_flight):
             turn.finish(EngineClosed("the engine closed before this turn finished"))
         self._in_flight.clear()
+        await self._save_stats()
         await self.plugins.shutdown()
+
+    async def _restore_stats(self) -> None:
+        names = self.plugins.names
+
+        def load() -> dict[str, Any]:
+            return {name: self.store.kv_get(STATS_NAMESPACE, name) for name in names}
+
+        self.plugins.restore_stats(await trio.to_thread.run_sync(load))
+
+    async def _save_stats(self) -> None:
+        snapshots = self.plugins.stats_snapshots()
+
+        def save() -> None:
+            for name, snapshot in snapshots.items():
+                self.store.kv_set(STATS_NAMESPACE, name, snapshot)
+
+        await trio.to_thread.run_sync(save)
 
 
 def _salvage(turn: Turn) -> TurnRecord:
@@ -446,6 +466,7 @@ async def open_engine(
             )
             try:
                 await manager.initialize()
+                await engine._restore_stats()
                 await supervisor.start(writer)
                 for stage in reversed(pipeline.stages):
                     await supervisor.start(stage)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field, fields
 from enum import IntEnum, StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -188,6 +188,19 @@ class CircuitBreaker:
         self._state = _CLOSED
         self._failures = 0
 
+    def snapshot(self) -> dict[str, Any]:
+        """JSON-able state, so a circuit can outlive one process (see ``restore``)."""
+        state = _OPEN if self._state is _HALF_OPEN else self._state
+        open_for = self._clock() - self._opened_at if state is _OPEN else 0.0
+        return {"state": state.value, "failures": self._failures, "open_for_s": open_for}
+
+    def restore(self, snapshot: Mapping[str, Any], *, elapsed_s: float = 0.0) -> None:
+        """Take back a ``snapshot``; ``elapsed_s`` is the time that passed since it was taken."""
+        self._state = CircuitState(snapshot.get("state", "closed"))
+        self._failures = int(snapshot.get("failures", 0))
+        open_for = float(snapshot.get("open_for_s", 0.0)) + max(0.0, elapsed_s)
+        self._opened_at = self._clock() - open_for
+
 
 @dataclass(slots=True, eq=False)
 class HookStats:
@@ -214,6 +227,24 @@ class HookStats:
             self.last_error = error
             if timed_out:
                 self.timeouts += 1
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "calls": self.calls,
+            "failures": self.failures,
+            "timeouts": self.timeouts,
+            "short_circuits": self.short_circuits,
+            "skipped": self.skipped,
+            "last_error": self.last_error,
+            "durations": list(self.durations),
+        }
+
+    def restore(self, snapshot: Mapping[str, Any]) -> None:
+        for name in ("calls", "failures", "timeouts", "short_circuits", "skipped"):
+            setattr(self, name, int(snapshot.get(name, 0)))
+        self.last_error = snapshot.get("last_error")
+        self.durations.clear()
+        self.durations.extend(float(d) for d in snapshot.get("durations", ()))
 
     def percentile(self, q: float) -> float | None:
         """Nearest-rank percentile (``q`` in 0..100) of the recent durations; None if none.

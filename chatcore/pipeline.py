@@ -321,41 +321,43 @@ class Pipeline:
         tokens_in = tokens_out = None
         error: BaseException | None = None
         chunk_hooks = self.hooks.has(HookType.ON_STREAM_CHUNK)
-        started = time.perf_counter()
-        stats.calls += 1
-        try:
-            if not breaker.allow():
-                raise BackendError(
-                    f"backend {name!r} is failing (circuit open after "
-                    f"{breaker.consecutive_failures} consecutive errors); "
-                    "try again later or switch backend with --backend"
-                )
-            provider = self.manager.get_backend_provider(name)
-            with turn.cancel_scope:
-                async for chunk in provider.stream(context):
-                    if chunk_hooks:
-                        chunk = (
-                            await self.hooks.run(HookType.ON_STREAM_CHUNK, chunk, context)
-                        ).value
-                    turn.parts.append(chunk.text)
-                    if chunk.usage is not None:
-                        tokens_in, tokens_out = chunk.usage.tokens_in, chunk.usage.tokens_out
-                    if chunk.model:
-                        model = chunk.model
-                    if turn.chunks is not None:
-                        try:
-                            await turn.chunks.send(chunk)
-                        except (trio.BrokenResourceError, trio.ClosedResourceError):
-                            # The caller stopped listening: stop generating, keep what we have.
-                            turn.cancel_scope.cancel()
-        except Exception as exc:
-            error = exc if isinstance(exc, ChatcoreError) else _backend_error(name, exc)
-            stats.failures += 1
-            stats.last_error = str(error)
-            breaker.record_failure()
+        if not breaker.allow():
+            stats.skipped += 1
+            error = BackendError(
+                f"backend {name!r} is failing (its circuit opened after "
+                f"{breaker.consecutive_failures} consecutive errors; next try in at most "
+                f"{breaker.reset_timeout_s:g} s); switch backend with --backend"
+            )
         else:
-            breaker.record_success()
-        stats.durations.append((time.perf_counter() - started) * 1000.0)
+            started = time.perf_counter()
+            try:
+                provider = self.manager.get_backend_provider(name)
+                with turn.cancel_scope:
+                    async for chunk in provider.stream(context):
+                        if chunk_hooks:
+                            outcome = await self.hooks.run(HookType.ON_STREAM_CHUNK, chunk, context)
+                            chunk = outcome.value
+                        turn.parts.append(chunk.text)
+                        if chunk.usage is not None:
+                            tokens_in, tokens_out = chunk.usage.tokens_in, chunk.usage.tokens_out
+                        if chunk.model:
+                            model = chunk.model
+                        if turn.chunks is not None:
+                            try:
+                                await turn.chunks.send(chunk)
+                            except (trio.BrokenResourceError, trio.ClosedResourceError):
+                                # The caller stopped listening: stop, keep what we have.
+                                turn.cancel_scope.cancel()
+            except Exception as exc:
+                error = exc if isinstance(exc, ChatcoreError) else _backend_error(name, exc)
+                breaker.record_failure()
+            except BaseException:
+                breaker.release()  # cancelled from outside: no verdict on the backend
+                raise
+            else:
+                breaker.record_success()
+            elapsed_ms = (time.perf_counter() - started) * 1000.0
+            stats.record(elapsed_ms, None if error is None else str(error))
 
         content = "".join(turn.parts)
         if error is not None:

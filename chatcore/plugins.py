@@ -16,6 +16,7 @@ import importlib
 import importlib.util
 import inspect
 import sys
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -868,6 +869,41 @@ class PluginManager:
 
     def reset_circuit(self, name: str) -> None:
         self._record(name).breaker.reset()
+
+    def stats_snapshots(self) -> dict[str, dict[str, Any]]:
+        """Counters and circuit state of every plugin and backend, JSON-able.
+
+        The engine stores these when it closes and hands them back to
+        ``restore_stats`` when it opens, so a one-shot CLI run still sees a
+        circuit that earlier runs opened.
+        """
+        now = time.time()
+        return {
+            record.name: {
+                "saved_at": now,
+                "stats": record.stats.snapshot(),
+                "circuit": record.breaker.snapshot(),
+            }
+            for record in [*self._backends.values(), *self._plugins.values()]
+        }
+
+    def restore_stats(self, snapshots: Mapping[str, Any]) -> None:
+        now = time.time()
+        for name, saved in snapshots.items():
+            record = self._plugins.get(name) or self._backends.get(name)
+            if record is None or not isinstance(saved, Mapping):
+                continue
+            try:
+                record.stats.restore(saved["stats"])
+                record.breaker.restore(saved["circuit"], elapsed_s=now - float(saved["saved_at"]))
+            except (KeyError, TypeError, ValueError):
+                # A snapshot from another version is not worth failing a start over.
+                record.stats.restore({})
+                record.breaker.reset()
+
+    @property
+    def names(self) -> list[str]:
+        return [*self._backends, *self._plugins]
 
     # -- views used by the pipeline --
 

@@ -285,3 +285,23 @@ def test_help_lists_the_commands_without_importing_the_engine() -> None:
         check=True,
     )
     assert probe.stdout.strip() == "[]"
+
+
+def test_a_failing_plugin_never_fails_a_turn_and_its_open_circuit_outlives_the_process(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "failing.toml"
+    config.write_text(
+        '[backends.echo]\nplugin = "echo"\n'
+        '[[plugins]]\nplugin = "engine_plugins:AlwaysFails"\n'
+        "circuit_failure_threshold = 2\ncircuit_reset_seconds = 3600\n"
+    )
+    for i in range(3):
+        result = run("ask", "--config", str(config), f"turn {i}")
+        assert (result.returncode, result.stdout) == (0, f"echo: turn {i}\n"), result.stderr
+    rows = {row["name"]: row for row in run_json("plugins", "--config", str(config))}
+    failing = rows["always_fails"]
+    assert (failing["calls"], failing["failures"], failing["circuit"]) == (2, 2, "open")
+    assert failing["last_error"] == "RuntimeError: this plugin is broken"
+    assert rows["echo"]["calls"] == 3
+    assert rows["echo"]["p50_ms"] is not None

@@ -114,6 +114,36 @@ async def test_trial_success_closes_the_circuit() -> None:
     assert breaker.allow()
 
 
+async def test_breaker_snapshot_restores_in_another_breaker_with_elapsed_time() -> None:
+    clock = FakeClock()
+    breaker = CircuitBreaker(1, 10.0, clock=clock)
+    breaker.record_failure()
+    clock.now += 4
+    snapshot = breaker.snapshot()
+    assert snapshot == {"state": "open", "failures": 1, "open_for_s": 4}
+
+    later = CircuitBreaker(1, 10.0, clock=FakeClock())
+    later.restore(snapshot, elapsed_s=5)  # 9 s open in all: still refusing
+    assert later.state is CircuitState.OPEN
+    assert not later.allow()
+    after_reset = CircuitBreaker(1, 10.0, clock=FakeClock())
+    after_reset.restore(snapshot, elapsed_s=6)  # 10 s: one trial
+    assert after_reset.state is CircuitState.HALF_OPEN
+    assert after_reset.allow()
+    assert not after_reset.allow()
+
+
+async def test_stats_snapshot_round_trips() -> None:
+    stats = HookStats()
+    stats.record(2.0)
+    stats.record(4.0, "ValueError: x", timed_out=True)
+    restored = HookStats()
+    restored.restore(stats.snapshot())
+    assert restored.snapshot() == stats.snapshot()
+    assert (restored.calls, restored.failures, restored.timeouts) == (2, 1, 1)
+    assert restored.percentile(50) == 2.0
+
+
 async def test_trial_failure_reopens_and_restarts_the_timer() -> None:
     clock = FakeClock()
     breaker = CircuitBreaker(1, 10.0, clock=clock)
