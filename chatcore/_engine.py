@@ -102,7 +102,7 @@ class Engine:
         if backend is not None:
             self._check_backend(backend)
         if id is None:
-            state = ConversationState(id=_new_conversation_id(), history=[])
+            state = ConversationState(id=_new_conversation_id(), history=())
             self._conversations[state.id] = state
         else:
             state_or_none = self._conversations.get(id)

@@ -53,9 +53,22 @@ class ConversationState:
     """What the engine keeps in memory about one conversation."""
 
     id: str
-    history: list[Message] | None = None
-    """Stored messages, oldest first; loaded on the first turn, then kept up to date."""
+    history: tuple[Message, ...] | None = None
+    """What the backend sees of earlier turns, oldest first: stored messages with
+    content that aren't errors. Loaded on the first turn, then extended in place of
+    rereading, so a long conversation doesn't cost a rescan per turn."""
     last_turn: Turn | None = None
+
+    def extend(self, messages: tuple[Message, ...]) -> None:
+        if self.history is not None:
+            self.history = (*self.history, *filter(_sendable, messages))
+
+
+def _sendable(message: Message) -> bool:
+    return bool(message.content) and message.status is not _ERROR
+
+
+_ERROR = MessageStatus.ERROR
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +98,10 @@ class Turn:
     parts: list[str] = field(default_factory=list)
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     persisted: trio.Event = field(default_factory=trio.Event)
-    processed: trio.Event = field(default_factory=trio.Event)
     finished: trio.Event = field(default_factory=trio.Event)
+    in_middleware: bool = False
+    """A middleware task waits for ``persisted`` and completes the turn itself."""
+    completed: bool = False
     started_at: float = field(default_factory=time.perf_counter)
 
     def cancel(self) -> None:
@@ -102,7 +117,12 @@ class Turn:
 
 
 class StageActor:
-    """A pipeline stage: handles each turn of its inbox in its own task."""
+    """A pipeline stage: a pool of worker tasks, each handling one turn at a time.
+
+    The pool starts with one worker and grows, up to ``concurrency``, whenever a
+    turn arrives and no worker is idle; so a stage costs one task switch per turn
+    rather than a task spawn, and many conversations still move through it at once.
+    """
 
     def __init__(
         self,
@@ -117,25 +137,40 @@ class StageActor:
         self._handler = handler
         self._on_error = on_error
         self.send_channel, self._inbox = trio.open_memory_channel[Turn](capacity)
-        self._limiter = trio.CapacityLimiter(concurrency)
+        self._max_workers = concurrency
+        self._workers = 0
+        self._idle = 0
+        self._nursery: trio.Nursery | None = None
 
     async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         async with trio.open_nursery() as nursery:
+            self._nursery = nursery
+            self._workers = self._idle = 0
+            self._add_worker()
             task_status.started()
-            async for turn in self._inbox:
-                await self._limiter.acquire_on_behalf_of(turn)
-                nursery.start_soon(self._handle, turn)
 
-    async def _handle(self, turn: Turn) -> None:
-        try:
-            await self._handler(turn)
-        except Exception as exc:
-            await self._on_error(turn, exc)
-        finally:
-            self._limiter.release_on_behalf_of(turn)
+    def _add_worker(self) -> None:
+        assert self._nursery is not None
+        self._workers += 1
+        self._nursery.start_soon(self._work)
 
-    def queued(self) -> int:
-        return self._inbox.statistics().current_buffer_used
+    async def _work(self) -> None:
+        while True:
+            self._idle += 1
+            try:
+                turn = await self._inbox.receive()
+            finally:
+                self._idle -= 1
+            if not self._idle and self._workers < self._max_workers:
+                self._add_worker()
+            try:
+                await self._handler(turn)
+            except Exception as exc:
+                await self._on_error(turn, exc)
+
+    def statistics(self) -> tuple[int, int, int]:
+        """(queued turns, workers, idle workers)."""
+        return (self._inbox.statistics().current_buffer_used, self._workers, self._idle)
 
 
 class Pipeline:
@@ -188,17 +223,13 @@ class Pipeline:
         conversation = turn.conversation
         if conversation.history is None:
             async with self._reader_lock:
-                conversation.history = await trio.to_thread.run_sync(
-                    self.store.get_messages, conversation.id
-                )
+                stored = await trio.to_thread.run_sync(self.store.get_messages, conversation.id)
+            conversation.history = tuple(filter(_sendable, stored))
         opts = turn.options
         turn.user_message = Message(role=Role.USER, content=turn.text)
-        history = tuple(
-            m for m in conversation.history if m.status is not MessageStatus.ERROR and m.content
-        )
         context = ChatContext(
             conversation_id=conversation.id,
-            messages=(*history, turn.user_message),
+            messages=(*conversation.history, turn.user_message),
             backend=opts.backend,
             model=opts.model or self._backend_model(opts.backend),
             temperature=opts.temperature,
@@ -212,12 +243,20 @@ class Pipeline:
             turn.context = outcome.value
             if outcome.reply is not None:
                 await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
-                return await self._complete(turn)
-        await self.middleware.send_channel.send(turn)
-        await turn.processed.wait()
-        await self._complete(turn)
+                return
+        # The gateway hands the turn on and is done with it: whoever stores the
+        # reply completes the turn, so no task waits idle for each turn in flight.
+        if self.manager.active(PluginType.MIDDLEWARE):
+            turn.in_middleware = True
+            await self.middleware.send_channel.send(turn)
+        else:
+            await self.processors.send_channel.send(turn)
 
     async def _complete(self, turn: Turn) -> None:
+        """Run ON_REQUEST_COMPLETE and hand the result to the caller (once)."""
+        if turn.completed:
+            return
+        turn.completed = True
         if turn.reply is not None and self.hooks.has(HookType.ON_REQUEST_COMPLETE):
             assert turn.context is not None
             await self.hooks.run(HookType.ON_REQUEST_COMPLETE, turn.reply, turn.context)
@@ -238,10 +277,12 @@ class Pipeline:
         for record in reversed(chain):
             call = self._wrap_middleware(record, call, turn)
         reply = await call(turn.context)
+        turn.in_middleware = False
         if not turn.persisted.is_set():
             # A middleware answered without calling call_next (a cache hit, a refusal).
             await self._answer_directly(turn, reply, "middleware")
-        turn.processed.set()
+        else:
+            await self._complete(turn)
 
     def _wrap_middleware(self, record: Any, inner: CallNext, turn: Turn) -> CallNext:
         registration = record.registration
@@ -420,31 +461,25 @@ class Pipeline:
         except Exception as exc:
             turn.error = turn.error or exc
         else:
-            history = turn.conversation.history
-            if history is not None:
-                history.extend(record.messages)
+            turn.conversation.extend(record.messages)
         turn.persisted.set()
+        if not turn.in_middleware:
+            await self._complete(turn)
 
     async def _stage_failed(self, turn: Turn, exc: Exception) -> None:
         """A stage raised outside plugin isolation: fail this turn, keep what the user said."""
-        if turn.persisted.is_set():
-            turn.error = turn.error or exc
-            turn.processed.set()
-            turn.finish()
-            return
-        turn.error = exc
-        if turn.user_message is None:
-            turn.processed.set()
-            turn.finish()
-            return
-        turn.reply = turn.reply or Message(
-            role=Role.ASSISTANT,
-            content="".join(turn.parts),
-            status=MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR,
-            metadata={"error": str(exc)},
-        )
-        await self._persist(turn)
-        turn.processed.set()
+        turn.error = turn.error or exc
+        if not turn.persisted.is_set() and turn.user_message is not None:
+            turn.reply = turn.reply or Message(
+                role=Role.ASSISTANT,
+                content="".join(turn.parts),
+                status=MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR,
+                metadata={"error": str(exc)},
+            )
+            turn.in_middleware = False
+            await self._persist(turn)
+        turn.persisted.set()
+        turn.completed = True
         turn.finish()
 
     def _backend_model(self, backend: str) -> str | None:

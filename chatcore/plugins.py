@@ -469,9 +469,14 @@ def topological_order(
         if missing:
             errors[name] = "missing dependency: " + ", ".join(repr(m) for m in missing)
 
-    for cycle in _cycles(nodes, deps, position):
-        text = " -> ".join([*cycle, cycle[0]])
-        for name in cycle:
+    for component in _cycles(nodes, deps, position):
+        members = set(component)
+        for name in sorted(component, key=position.__getitem__):
+            cycle = _shortest_cycle(name, deps, members)
+            # Start where the config starts, so one cycle reads the same for each member.
+            first = cycle.index(min(cycle, key=position.__getitem__))
+            cycle = cycle[first:] + cycle[:first]
+            text = " -> ".join([*cycle, cycle[0]])
             errors.setdefault(name, f"dependency cycle: {text}")
 
     dependents: dict[str, list[str]] = {name: [] for name in nodes}
@@ -519,7 +524,7 @@ def _blocked_reason(
 def _cycles(
     nodes: Sequence[str], deps: Mapping[str, list[str]], position: Mapping[str, int]
 ) -> list[list[str]]:
-    """Strongly connected components with a cycle (Tarjan), each in dependency order."""
+    """Strongly connected components that contain a cycle (Tarjan's algorithm)."""
     index: dict[str, int] = {}
     low: dict[str, int] = {}
     on_stack: set[str] = set()
@@ -556,7 +561,7 @@ def _cycles(
                     if member == node:
                         break
                 if len(component) > 1 or node in deps[node]:
-                    found.append(_cycle_path(component, deps, position))
+                    found.append(component)
             if work:
                 parent = work[-1][0]
                 low[parent] = min(low[parent], low[node])
@@ -567,19 +572,24 @@ def _cycles(
     return found
 
 
-def _cycle_path(
-    component: list[str], deps: Mapping[str, list[str]], position: Mapping[str, int]
-) -> list[str]:
-    members = set(component)
-    start = min(component, key=position.__getitem__)
-    path = [start]
-    current = start
-    while True:
-        nxt = next((d for d in deps[current] if d in members and d not in path), None)
-        if nxt is None:
-            return path
-        path.append(nxt)
-        current = nxt
+def _shortest_cycle(start: str, deps: Mapping[str, list[str]], members: set[str]) -> list[str]:
+    """The shortest dependency cycle through ``start`` inside its component (BFS)."""
+    parent: dict[str, str | None] = {start: None}
+    frontier = [start]
+    while frontier:
+        following = []
+        for node in frontier:
+            for dep in deps[node]:
+                if dep == start:
+                    path = [node]
+                    while (up := parent[path[-1]]) is not None:
+                        path.append(up)
+                    return path[::-1]
+                if dep in members and dep not in parent:
+                    parent[dep] = node
+                    following.append(dep)
+        frontier = following
+    return [start]
 
 
 # --- status ----------------------------------------------------------------------------------
@@ -684,6 +694,8 @@ class PluginManager:
         self.hooks = hooks or HookRegistry()
         self._plugins: dict[str, LoadedPlugin] = {}
         self._backends: dict[str, LoadedPlugin] = {}
+        self._started: list[LoadedPlugin] = []
+        """Plugins in the order they became active; shutdown goes in reverse."""
         self._search_dirs = [self._resolve_dir(d) for d in config.plugin_dirs]
 
     def _resolve_dir(self, directory: Path) -> Path:
@@ -699,13 +711,7 @@ class PluginManager:
             await self._load_backend(backend_name, backend_config)
         records: list[LoadedPlugin] = []
         for entry in self.config.plugins:
-            record = self._record_for_entry(entry)
-            if any(r.name == record.name for r in records):
-                record.lifecycle.fail(
-                    f"duplicate plugin name {record.name!r}: give each [[plugins]] entry "
-                    "a distinct `name`"
-                )
-            records.append(record)
+            records.append(self._record_for_entry(entry))
         # Files dropped into a plugin directory load by themselves, with default settings;
         # a [[plugins]] entry for the same plugin takes precedence.
         for directory in self._search_dirs:
@@ -729,7 +735,9 @@ class PluginManager:
 
     async def shutdown(self) -> None:
         """Shut every plugin down, dependents before what they depend on."""
-        for record in reversed(list(self._plugins.values())):
+        for record in reversed(self._started):
+            await self._unload(record)
+        for record in list(self._plugins.values()):
             await self._unload(record)
         for record in list(self._backends.values()):
             await self._unload(record)
@@ -860,9 +868,14 @@ class PluginManager:
         spec, plugin_config = record.spec, record.plugin_config
         module_name = spec.partition(":")[0]
         await self._unload(record)
-        if ":" in spec and not spec.endswith(".py") and module_name in sys.modules:
-            importlib.reload(sys.modules[module_name])
         fresh = self._new_record(name, spec, plugin_config)
+        if ":" in spec and not spec.endswith(".py") and module_name in sys.modules:
+            try:
+                importlib.reload(sys.modules[module_name])
+            except Exception as exc:
+                fresh.lifecycle.fail(f"reload failed: {type(exc).__name__}: {exc}")
+                self._plugins[name] = fresh
+                return fresh.status()
         self._import(fresh)
         await self._initialize_in_order([fresh])
         return fresh.status()
@@ -966,7 +979,7 @@ class PluginManager:
 
     async def _initialize_in_order(self, records: list[LoadedPlugin]) -> None:
         for record in records:
-            self._plugins[record.name] = record
+            self._add_record(record)
         loadable = [r for r in records if r.lifecycle.state is PluginState.LOADED]
         batch = {r.name for r in loadable}
         # A dependency may name an instance or a plugin's metadata name; a plugin that
@@ -1002,6 +1015,21 @@ class PluginManager:
                 continue
             await self._activate(record)
 
+    def _add_record(self, record: LoadedPlugin) -> None:
+        """List a record under its name, unless a live plugin already has that name."""
+        existing = self._plugins.get(record.name)
+        if existing is None or existing is record or not _is_live(existing):
+            self._plugins[record.name] = record
+            return
+        record.lifecycle.fail(
+            f"a plugin named {record.name!r} is already loaded; "
+            "give this one a distinct `name` in its [[plugins]] entry"
+        )
+        n = 2
+        while f"{record.name}#{n}" in self._plugins:
+            n += 1
+        self._plugins[f"{record.name}#{n}"] = record
+
     def _aliases(self) -> dict[str, str]:
         aliases: dict[str, str] = {}
         for record in self._plugins.values():
@@ -1021,6 +1049,7 @@ class PluginManager:
             return
         self._register_hooks(record)
         record.lifecycle.transition(PluginState.ACTIVE)
+        self._started.append(record)
         await self.hooks.run(HookType.ON_PLUGIN_LOAD, record.status(), _NO_CONTEXT)
 
     def _register_hooks(self, record: LoadedPlugin) -> None:
@@ -1079,6 +1108,8 @@ class PluginManager:
             return
         self.hooks.unregister(record.name)
         record.registrations.clear()
+        if record in self._started:
+            self._started.remove(record)
         record.lifecycle.transition(PluginState.UNLOADING)
         try:
             if record.instance is not None and state is not PluginState.LOADED:
@@ -1132,6 +1163,10 @@ async def _never_called(payload: Any, context: ChatContext) -> None:
 
 
 _NO_CONTEXT = ChatContext(conversation_id="")
+
+
+def _is_live(record: LoadedPlugin) -> bool:
+    return record.lifecycle.state not in (PluginState.UNLOADED, PluginState.ERROR)
 
 
 def _config_from_entry(entry: PluginEntry) -> PluginConfig:

@@ -65,8 +65,8 @@ class Top(Tagger):
     metadata = PluginMetadata(name="top", dependencies=("mid",))
 
 
-# Dependencies name metadata names, which differ from the instance names
-# ("cyclea", "cycleb") the manager derives from "sample_plugins:CycleA".
+# A two-plugin cycle; dependencies name metadata names, so a test that gives the
+# entries other instance names also checks that dependencies resolve through them.
 class CycleA(Tagger):
     metadata = PluginMetadata(name="cycle_a", dependencies=("cycle_b",))
 
