@@ -53,6 +53,12 @@ TITLE_MAX_CHARS = 60
 STORE_QUEUE_CAPACITY = 256
 STORE_MAX_BATCH = 512
 BUSY_TIMEOUT_MS = 5000
+CHECKPOINT_EVERY_COMMITS = 200
+"""Commits between WAL checkpoints (a turn's commit is a few pages)."""
+INLINE_COMMIT_MAX_RECORDS = 4
+"""Batches up to this size commit on the event loop: a commit of one or two turns
+takes tens of microseconds, far less than handing it to a worker thread and back.
+Larger batches, lock waits and checkpoints go to the worker thread."""
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -396,6 +402,10 @@ def _glob_literal(text: str) -> str:
     return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
 
 
+def _is_busy(exc: sqlite3.OperationalError) -> bool:
+    return "locked" in str(exc) or "busy" in str(exc)
+
+
 def _connect(path: Path) -> sqlite3.Connection:
     # isolation_level=None: the driver never opens transactions behind our back.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -422,12 +432,15 @@ class Store:
         self._read_lock = threading.Lock()
         self._last_stamp = _EPOCH
         self._closed = False
+        self._commits_since_checkpoint = 0
         self._ensure_file()
         self._writer = _connect(self.path)
         try:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot enable WAL journal mode (got {mode!r})")
+            # Checkpoints run where blocking is harmless (see ``checkpoint``).
+            self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             self.db = Database(self._writer, execute_plugins=False)
             migrate(self.db)
             self._reader = _connect(self.path)
@@ -478,15 +491,19 @@ class Store:
         self._last_stamp = now
         return now
 
-    def write_turns(self, records: Sequence[TurnRecord]) -> None:
+    def write_turns(self, records: Sequence[TurnRecord], *, wait: bool = True) -> bool:
         """Persist ``records`` in one transaction: all of them, or none.
+
+        With ``wait=False`` the call never blocks on a lock: if this process or
+        another holds the write lock it writes nothing and returns False, so the
+        caller can retry where blocking is harmless (a worker thread).
 
         Raises:
             MessageConflict: a message id is already stored in another conversation.
             TypeError: message metadata is not JSON-serialisable.
         """
         if not records:
-            return
+            return True
         # Encode before taking the lock: a bad value fails without touching the file.
         titles: dict[str, str] = {}
         message_rows: list[tuple[Any, ...]] = []
@@ -511,7 +528,9 @@ class Store:
                         _to_json(m.metadata),
                     )
                 )
-        with self._write_lock:
+        if not self._write_lock.acquire(blocking=wait):
+            return False
+        try:
             conversation_rows = [
                 (
                     record.conversation_id,
@@ -524,12 +543,41 @@ class Store:
                 for record in records
             ]
             conn = self._writer
-            with _immediate(conn):
-                conn.executemany(_UPSERT_CONVERSATION, conversation_rows)
-                before = conn.total_changes
-                conn.executemany(_UPSERT_MESSAGE, message_rows)
-                if conn.total_changes - before != len(message_rows):
-                    raise self._find_conflict(message_rows)
+            if not wait:
+                conn.execute("PRAGMA busy_timeout = 0")
+            try:
+                with _immediate(conn):
+                    conn.executemany(_UPSERT_CONVERSATION, conversation_rows)
+                    before = conn.total_changes
+                    conn.executemany(_UPSERT_MESSAGE, message_rows)
+                    if conn.total_changes - before != len(message_rows):
+                        raise self._find_conflict(message_rows)
+            except sqlite3.OperationalError as exc:
+                if not wait and _is_busy(exc):
+                    return False
+                raise
+            finally:
+                if not wait:
+                    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+            self._commits_since_checkpoint += 1
+            return True
+        finally:
+            self._write_lock.release()
+
+    @property
+    def checkpoint_due(self) -> bool:
+        """Whether enough commits piled up in the WAL to fold them into the database."""
+        return self._commits_since_checkpoint >= CHECKPOINT_EVERY_COMMITS
+
+    def checkpoint(self) -> None:
+        """Fold the WAL into the database file (blocking; run it off the event loop).
+
+        The writer connection has automatic checkpoints switched off, so a commit
+        made on the event loop never pays for one.
+        """
+        with self._write_lock:
+            self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            self._commits_since_checkpoint = 0
 
     def _find_conflict(self, message_rows: list[tuple[Any, ...]]) -> MessageConflict:
         wanted = {row[0]: row[1] for row in message_rows}
@@ -754,6 +802,8 @@ class StoreWriter:
             # callers get the error) even if the actor is being cancelled.
             with trio.CancelScope(shield=True):
                 await self._commit(batch)
+            if self._store.checkpoint_due:
+                await trio.to_thread.run_sync(self._store.checkpoint, limiter=self._limiter)
 
     async def _commit(self, batch: list[_WriteRequest]) -> None:
         self._batches += 1
@@ -791,7 +841,10 @@ class StoreWriter:
 
     async def _run_in_thread(self, records: Sequence[TurnRecord]) -> None:
         # Looked up on each call (not bound once) so a replaced store method is used.
-        await trio.to_thread.run_sync(self._store.write_turns, records, limiter=self._limiter)
+        store = self._store
+        if len(records) <= INLINE_COMMIT_MAX_RECORDS and store.write_turns(records, wait=False):
+            return
+        await trio.to_thread.run_sync(store.write_turns, records, limiter=self._limiter)
 
     async def write(self, records: Sequence[TurnRecord]) -> None:
         """Queue ``records`` and wait until they are committed.

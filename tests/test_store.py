@@ -26,6 +26,7 @@ from chatcore import store as store_module
 from chatcore.errors import ConversationNotFound, InvalidInput
 from chatcore.messages import Message, MessageStatus, Role
 from chatcore.store import (
+    CHECKPOINT_EVERY_COMMITS,
     DB_FILENAME,
     DEFAULT_TITLE,
     MIGRATIONS,
@@ -539,11 +540,11 @@ async def test_failed_batch_reaches_callers_and_writer_carries_on(
     real_write_turns = store.write_turns
     failures = iter([RuntimeError("disk on fire")])
 
-    def flaky(records: Any) -> None:
+    def flaky(records: Any, *, wait: bool = True) -> bool:
         error = next(failures, None)
         if error is not None:
             raise error
-        real_write_turns(records)
+        return real_write_turns(records, wait=wait)
 
     monkeypatch.setattr(store, "write_turns", flaky)
     writer = StoreWriter(store)
@@ -623,10 +624,12 @@ async def test_batch_in_flight_is_committed_when_the_actor_is_cancelled(
     real_write_turns = store.write_turns
     actor_scope = trio.CancelScope()
 
-    def cancel_then_write(records: Any) -> None:
+    def cancel_then_write(records: Any, *, wait: bool = True) -> bool:
+        if not wait:
+            return False  # as if the lock were busy: the commit moves to the worker thread
         # Runs in the worker thread: cancel the actor mid-commit.
         trio.from_thread.run_sync(actor_scope.cancel)
-        real_write_turns(records)
+        return real_write_turns(records)
 
     monkeypatch.setattr(store, "write_turns", cancel_then_write)
     writer = StoreWriter(store)
@@ -688,3 +691,43 @@ async def test_inbox_survives_an_actor_restart(store: Store) -> None:
 def test_writer_rejects_an_empty_batch_limit(store: Store) -> None:
     with pytest.raises(ValueError, match="max_batch must be at least 1, got 0"):
         StoreWriter(store, max_batch=0)
+
+
+@pytest.mark.trio
+async def test_a_locked_database_moves_the_commit_off_the_event_loop(store: Store) -> None:
+    # Another process holds the write lock: the non-blocking attempt must give up
+    # at once (the event loop never waits on a lock) and the thread path waits.
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    assert store.write_turns([turn("busy")], wait=False) is False
+    writer = StoreWriter(store)
+    with trio.fail_after(10):
+        async with trio.open_nursery() as nursery:
+            await nursery.start(writer.run)
+            written = trio.Event()
+
+            async def write() -> None:
+                await writer.write([turn("busy")])
+                written.set()
+
+            nursery.start_soon(write)
+            await trio.testing.wait_all_tasks_blocked()  # the thread is waiting for the lock
+            assert store.get_conversation("busy") is None
+            other.execute("COMMIT")
+            other.close()
+            await written.wait()
+            nursery.cancel_scope.cancel()
+    assert store.get_conversation("busy") is not None
+
+
+def test_checkpoints_are_due_after_many_commits_and_empty_the_wal(store: Store) -> None:
+    for i in range(CHECKPOINT_EVERY_COMMITS):
+        store.write_turns([turn(f"c{i}")])
+    assert store.checkpoint_due
+    wal = store.path.with_name(store.path.name + "-wal")
+    assert wal.stat().st_size > 0
+    store.checkpoint()
+    assert not store.checkpoint_due
+    with sqlite3.connect(store.path) as probe:
+        busy, log_frames, checkpointed = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    assert busy == 0 and log_frames == checkpointed
