@@ -313,7 +313,13 @@ class Conversation:
         options = self._options(backend, model, system, temperature, max_tokens)
         turn = self._engine._new_turn(self._state, text, options, None)
         await self._engine._submit(turn)
-        return await self._engine._await(turn)
+        try:
+            return await self._engine._await(turn)
+        except BaseException:
+            # The caller gave up (cancelled, Ctrl-C): stop generating, keep it as partial.
+            if not turn.finished.is_set():
+                turn.cancel()
+            raise
 
     def stream(
         self,

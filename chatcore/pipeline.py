@@ -280,7 +280,7 @@ class Pipeline:
         turn.in_middleware = False
         if not turn.persisted.is_set():
             # A middleware answered without calling call_next (a cache hit, a refusal).
-            await self._answer_directly(turn, reply, "middleware")
+            await self._answer_directly(turn, reply, turn.short_circuited_by)
         else:
             await self._complete(turn)
 
@@ -301,6 +301,8 @@ class Pipeline:
 
             result = await self.hooks.guarded(registration, attempt, context=context)
             if result is not None and result.success and result.data is not None:
+                if not reached_inner and turn.short_circuited_by is None:
+                    turn.short_circuited_by = record.name
                 return result.data
             # The middleware failed, timed out or is paused: the turn goes on without it.
             if reached_inner and turn.persisted.is_set():

@@ -209,6 +209,8 @@ async def test_a_middleware_can_answer_without_the_rest_of_the_pipeline(
         conversation = engine.conversation()
         stream = conversation.stream("anything")
         assert [c.text async for c in stream] == ["from the cache"]
+        assert stream.message is not None
+        assert stream.message.metadata["answered_by"] == "canned"
         assert [m.content for m in await conversation.messages()] == [
             "anything",
             "from the cache",
@@ -299,6 +301,38 @@ async def test_dependency_cycles_and_missing_dependencies_fail_only_those_plugin
         assert status["echo"].state == "active"
         reply = await engine.conversation().send("loud")
         assert reply.content == "echo: LOUD"
+
+
+async def test_a_fail_fast_plugin_failing_fails_the_turn_but_keeps_the_message(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:AlwaysFails", fail_fast=True))
+    async with open_engine(config) as engine:
+        conversation = engine.conversation()
+        with pytest.raises(
+            chatcore.PluginError, match=r"hook 'always_fails' \(before_message\) failed"
+        ):
+            await conversation.send("strict")
+        stored = await conversation.messages()
+        assert [(m.role, m.content, m.status) for m in stored] == [
+            ("user", "strict", MessageStatus.COMPLETE),
+            ("assistant", "", MessageStatus.ERROR),
+        ]
+        assert engine.plugins.get_plugin_status()["echo"].calls == 0
+
+
+async def test_cancelling_a_send_stops_the_reply_and_keeps_it_partial(
+    write_config: WriteConfig, patient_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(write_config(BASE), backend="slow") as engine:
+        conversation = engine.conversation()
+        with trio.move_on_after(2.5):
+            await conversation.send("one two three four five six")
+        with trio.fail_after(10):
+            while len(stored := await conversation.messages()) < 2:
+                await trio.sleep(0.1)
+        assert stored[1].status is MessageStatus.PARTIAL
+        assert stored[1].content == "echo: one "  # pieces arrive at 1 s, 2 s, 3 s ...
 
 
 async def test_a_backend_failure_raises_and_keeps_the_partial_reply(
