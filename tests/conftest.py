@@ -15,6 +15,23 @@ REPO_ROOT = TESTS_DIR.parent
 # Fixture plugins are imported by `module:Class` specs, as a user would configure them.
 sys.path.insert(0, str(TESTS_DIR / "plugins_fixtures"))
 
+PLUGIN_STATUS_KEYS = frozenset(
+    [
+        "name",
+        "type",
+        "state",
+        "priority",
+        "calls",
+        "failures",
+        "timeouts",
+        "circuit",
+        "last_error",
+        "p50_ms",
+        "p95_ms",
+    ]
+)
+"""The fields of a `chatcore plugins --json` row that the runtime issue fixes."""
+
 _ISOLATED_VARS = ("CHATCORE_CONFIG", "CHATCORE_BACKEND", "CHATCORE_DATA_DIR")
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import subprocess_env
+from conftest import PLUGIN_STATUS_KEYS, subprocess_env
 
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
 
@@ -95,19 +95,7 @@ def test_the_readme_plugin_example_configured_by_module_path(tmp_path: Path) -> 
         ("echo", "backend", "active"),
         ("shout", "processor", "active"),
     ]
-    assert set(plugins[0]) == {
-        "name",
-        "type",
-        "state",
-        "priority",
-        "calls",
-        "failures",
-        "timeouts",
-        "circuit",
-        "last_error",
-        "p50_ms",
-        "p95_ms",
-    }
+    assert set(plugins[0]) == PLUGIN_STATUS_KEYS
 
 
 @pytest.mark.parametrize(

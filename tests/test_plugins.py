@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
+from conftest import PLUGIN_STATUS_KEYS
 from hypothesis import example, given
 from hypothesis import strategies as st
 
@@ -47,21 +48,7 @@ FIXTURES = Path(__file__).parent / "plugins_fixtures"
 CTX = ChatContext(conversation_id="conv-1")
 S = PluginState
 
-STATUS_KEYS = frozenset(
-    {
-        "name",
-        "type",
-        "state",
-        "priority",
-        "calls",
-        "failures",
-        "timeouts",
-        "circuit",
-        "last_error",
-        "p50_ms",
-        "p95_ms",
-    }
-)
+STATUS_KEYS = PLUGIN_STATUS_KEYS
 
 
 # --- helpers ---------------------------------------------------------------------------------
