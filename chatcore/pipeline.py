@@ -21,7 +21,7 @@ import contextlib
 import functools
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -34,6 +34,7 @@ from .result import PluginResult
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
+    from .plugins import BaseFeatureExtension, BaseMiddleware, LoadedPlugin
     from .store import Store, StoreWriter
 
 __all__ = [
@@ -284,9 +285,10 @@ class Pipeline:
         else:
             await self._complete(turn)
 
-    def _wrap_middleware(self, record: Any, inner: CallNext, turn: Turn) -> CallNext:
+    def _wrap_middleware(self, record: LoadedPlugin, inner: CallNext, turn: Turn) -> CallNext:
         registration = record.registration
-        handle = record.instance.handle
+        assert registration is not None
+        handle = cast("BaseMiddleware", record.instance).handle
 
         async def call(context: ChatContext) -> Message:
             reached_inner = False
@@ -332,7 +334,9 @@ class Pipeline:
             assert record.registration is not None
             result = await self.hooks.guarded(
                 record.registration,
-                functools.partial(record.instance.enrich, turn.context),  # type: ignore[union-attr]
+                functools.partial(
+                    cast("BaseFeatureExtension", record.instance).enrich, turn.context
+                ),
                 context=turn.context,
             )
             if result is None or not result.success:
