@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import signal
 import sys
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TextIO
 
 import trio
 
@@ -58,17 +58,35 @@ async def _repl(config: Config) -> None:
             except ChatcoreError as exc:
                 print(f"error: {exc}", file=sys.stderr)
                 continue
-            async with trio.open_nursery() as nursery:
-                await nursery.start(_cancel_on_sigint, reply)
-                try:
-                    async with reply:
-                        async for chunk in reply:
-                            sys.stdout.write(chunk.text)
-                            sys.stdout.flush()
-                except ChatcoreError as exc:
-                    print(f"\nerror: {exc}", file=sys.stderr)
-                nursery.cancel_scope.cancel()
-            sys.stdout.write("\n")
+            error = await stream_reply(reply, sys.stdout)
+            if error is not None:
+                print(f"error: {error}", file=sys.stderr)
+
+
+async def stream_reply(reply: ReplyStream, out: TextIO | None) -> ChatcoreError | None:
+    """Write a reply to ``out`` as it streams (None: just wait for it); Ctrl-C stops it.
+
+    Returns the turn's error instead of raising it, so the caller decides how to show
+    it after the reply's last line has ended.
+    """
+    error: ChatcoreError | None = None
+    wrote = False
+    async with trio.open_nursery() as nursery:
+        await nursery.start(_cancel_on_sigint, reply)
+        try:
+            async with reply:
+                async for chunk in reply:
+                    if out is not None and chunk.text:
+                        out.write(chunk.text)
+                        out.flush()
+                        wrote = True
+        except ChatcoreError as exc:
+            error = exc
+        nursery.cancel_scope.cancel()
+    if wrote and out is not None:
+        out.write("\n")
+        out.flush()
+    return error
 
 
 async def _cancel_on_sigint(reply: ReplyStream, task_status: trio.TaskStatus[None]) -> None:

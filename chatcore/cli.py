@@ -148,10 +148,8 @@ async def _ask_async(
     continue_latest: bool,
     as_json: bool,
 ) -> int:
-    import trio
-
     from ._engine import open_engine
-    from ._repl import _cancel_on_sigint
+    from ._repl import stream_reply
 
     async with open_engine(config) as engine:
         if continue_latest:
@@ -159,29 +157,19 @@ async def _ask_async(
         else:
             conversation = engine.conversation(conversation_id)
         reply_stream = conversation.stream(prompt, model=model, system=system)
-        wrote_any = False
-        async with trio.open_nursery() as nursery:
-            await nursery.start(_cancel_on_sigint, reply_stream)
-            async with reply_stream:
-                async for chunk in reply_stream:
-                    if not as_json:
-                        sys.stdout.write(chunk.text)
-                        sys.stdout.flush()
-                        wrote_any = wrote_any or bool(chunk.text)
-            nursery.cancel_scope.cancel()
+        error = await stream_reply(reply_stream, None if as_json else sys.stdout)
         reply = reply_stream.message
-        assert reply is not None
-        if as_json:
-            _print_json(_ask_json(conversation.id, reply, reply_stream))
-        elif wrote_any:
-            sys.stdout.write("\n")
+        if as_json and reply is not None and error is None:
+            _print_json(_ask_json(conversation.id, reply))
+    if error is not None:
+        raise error
     if reply_stream.cancelled:
         click.echo("interrupted: the partial reply is saved", err=True)
         return EXIT_INTERRUPTED
     return 0
 
 
-def _ask_json(conversation_id: str, reply: Message, _: object) -> dict[str, Any]:
+def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:
     return {
         "conversation_id": conversation_id,
         "message_id": reply.id,

@@ -293,3 +293,19 @@ def test_a_failing_plugin_never_fails_a_turn_and_its_open_circuit_outlives_the_p
     assert failing["last_error"] == "RuntimeError: this plugin is broken"
     assert rows["echo"]["calls"] == 3
     assert rows["echo"]["p50_ms"] is not None
+
+
+def test_a_failing_backend_gets_one_line_after_the_partial_reply(
+    tmp_path: Path, data_dir: Path
+) -> None:
+    config = tmp_path / "failing.toml"
+    config.write_text('[backends.failing]\nplugin = "engine_plugins:FailingBackend"\n')
+    result = run("ask", "--config", str(config), "--backend", "failing", "hi")
+    assert result.returncode == 1
+    assert result.stdout == "half a reply\n"
+    assert result.stderr == (
+        "error: backend 'failing' failed: ConnectionError: connection reset by peer\n"
+    )
+    with sqlite3.connect(data_dir / "chatcore.db") as conn:
+        rows = conn.execute("SELECT role, content, status FROM messages ORDER BY seq").fetchall()
+    assert rows == [("user", "hi", "complete"), ("assistant", "half a reply", "partial")]
