@@ -24,7 +24,7 @@ from .errors import (
     UnknownBackend,
 )
 from .hooks import HookRegistry
-from .messages import Chunk, Message, MessageStatus, Role
+from .messages import Chunk, Message, MessageStatus, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
 from .plugins import PluginManager, PluginStatus
 from .store import ConversationSummary, Store, StoreWriter, TurnRecord
@@ -102,7 +102,7 @@ class Engine:
         if backend is not None:
             self._check_backend(backend)
         if id is None:
-            state = ConversationState(id=_new_conversation_id(), history=())
+            state = ConversationState(id=new_id(), history=())
             self._conversations[state.id] = state
         else:
             state_or_none = self._conversations.get(id)
@@ -135,6 +135,10 @@ class Engine:
 
     # -- turns ------------------------------------------------------------------------
 
+    def _ensure_open(self) -> None:
+        if self._closing:
+            raise EngineClosed("the engine is closed; open a new one with open_engine()")
+
     def _check_backend(self, backend: str) -> None:
         if backend not in self.config.backends:
             raise UnknownBackend(backend, list(self.config.backends))
@@ -159,17 +163,18 @@ class Engine:
         options: TurnOptions,
         chunks: trio.MemorySendChannel[Chunk] | None,
     ) -> Turn:
-        if self._closing:
-            raise EngineClosed("the engine is closed; open a new one with open_engine()")
+        self._ensure_open()
         self._validate(text)
         self._check_backend(options.backend)
-        turn = Turn(conversation=state, text=text, options=options, chunks=chunks)
-        # Ordering is fixed here, synchronously, so concurrent sends keep submission order.
-        turn.previous = state.last_turn
-        state.last_turn = turn
-        return turn
+        return Turn(conversation=state, text=text, options=options, chunks=chunks)
 
     async def _submit(self, turn: Turn) -> None:
+        self._ensure_open()
+        # Ordering is fixed here, before the first checkpoint, so concurrent sends keep
+        # submission order (and a stream that is never iterated holds nobody up).
+        state = turn.conversation
+        turn.previous = state.last_turn
+        state.last_turn = turn
         self._in_flight.add(turn)
         try:
             await self._pipeline.gateway.send_channel.send(turn)
@@ -245,12 +250,6 @@ def _salvage(turn: Turn) -> TurnRecord:
         backend=turn.options.backend,
         model=turn.options.model,
     )
-
-
-def _new_conversation_id() -> str:
-    from .messages import new_id
-
-    return new_id()
 
 
 class Conversation:

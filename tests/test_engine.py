@@ -133,6 +133,17 @@ async def test_turns_of_one_conversation_keep_submission_order() -> None:
         assert [m.content for m in stored[1::2]] == [f"echo: message {i}" for i in range(20)]
 
 
+async def test_a_stream_never_iterated_holds_up_nothing() -> None:
+    async with open_engine() as engine:
+        conversation = engine.conversation()
+        abandoned = conversation.stream("never sent")
+        with trio.fail_after(5):
+            reply = await conversation.send("sent")
+        assert reply.content == "echo: sent"
+        await abandoned.aclose()
+        assert [m.content for m in await conversation.messages()] == ["sent", "echo: sent"]
+
+
 async def test_many_conversations_run_concurrently(data_dir: Path) -> None:
     async with open_engine() as engine:
         conversations = [engine.conversation() for _ in range(30)]
