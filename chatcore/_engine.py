@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,7 +28,7 @@ from .hooks import HookRegistry
 from .messages import Chunk, Message, MessageStatus, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
 from .plugins import PluginManager, PluginStatus
-from .store import ConversationSummary, Store, StoreWriter, TurnRecord
+from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, TurnRecord
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -46,6 +47,7 @@ REPLY_CHANNEL_SIZE = 64
 class EngineStatus:
     actors: tuple[ActorStatus, ...]
     plugins: Mapping[str, PluginStatus]
+    store: StoreStatistics
     turns_in_flight: int
     data_dir: str
     default_backend: str
@@ -54,6 +56,7 @@ class EngineStatus:
         return {
             "actors": [a.as_dict() for a in self.actors],
             "plugins": {k: v.as_dict() for k, v in self.plugins.items()},
+            "store": dataclasses.asdict(self.store),
             "turns_in_flight": self.turns_in_flight,
             "data_dir": self.data_dir,
             "default_backend": self.default_backend,
@@ -128,6 +131,7 @@ class Engine:
         return EngineStatus(
             actors=self.supervisor.status(),
             plugins=self.plugins.get_plugin_status(),
+            store=self._pipeline.writer.statistics(),
             turns_in_flight=len(self._in_flight),
             data_dir=str(self.config.resolved_data_dir),
             default_backend=self.config.default_backend,
