@@ -1,0 +1,23 @@
+"""The benchmark script still runs and checks its own results (numbers are not judged here)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from conftest import REPO_ROOT, subprocess_env
+
+
+def test_quick_benchmark_runs_and_its_self_checks_pass() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "pipeline.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=240,
+    )
+    # Exit 1 means the run itself was broken (a plugin not called, messages missing).
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for table in ("## Per-turn latency", "## Throughput", "## Cold start"):
+        assert table in result.stdout
+    assert "| what | median | p95 | peer median | ratio | target | met? |" in result.stdout
