@@ -9,7 +9,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -25,7 +27,7 @@ from .errors import (
     UnknownBackend,
 )
 from .hooks import HookRegistry
-from .messages import Chunk, Message, MessageStatus, Role, new_id
+from .messages import Chunk, Message, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
 from .plugins import PluginManager, PluginStatus
 from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, TurnRecord
@@ -179,21 +181,22 @@ class Engine:
         state = turn.conversation
         turn.previous = state.last_turn
         state.last_turn = turn
+        turn.on_finished = self._forget
         self._in_flight.add(turn)
         try:
             await self._pipeline.gateway.send_channel.send(turn)
-        except BaseException:
-            self._in_flight.discard(turn)
+        except BaseException as exc:
+            # Never entered the pipeline: finish it so a turn queued behind it goes on.
+            turn.finish(exc)
             raise
 
+    def _forget(self, turn: Turn) -> None:
+        self._in_flight.discard(turn)
+        if turn.conversation.last_turn is turn:
+            turn.conversation.last_turn = None
+
     async def _await(self, turn: Turn) -> Message:
-        try:
-            await turn.finished.wait()
-        finally:
-            if turn.finished.is_set():
-                self._in_flight.discard(turn)
-                if turn.conversation.last_turn is turn:
-                    turn.conversation.last_turn = None
+        await turn.finished.wait()
         if turn.error is not None:
             raise turn.error
         assert turn.reply is not None
@@ -212,7 +215,10 @@ class Engine:
             for turn in list(self._in_flight):
                 await turn.finished.wait()
         await self.supervisor.stop()
-        stranded = [t for t in self._in_flight if not t.persisted.is_set()]
+        stranded = sorted(
+            (t for t in self._in_flight if not t.persisted.is_set()),
+            key=lambda t: t.started_at,
+        )
         if stranded:
             await self._pipeline.writer.write_direct([_salvage(t) for t in stranded])
         for turn in list(self._in_flight):
@@ -241,16 +247,12 @@ class Engine:
 
 def _salvage(turn: Turn) -> TurnRecord:
     """What to store of a turn the pipeline could not finish: never lose the user's words."""
-    user = turn.user_message or Message(role=Role.USER, content=turn.text)
-    reply = Message(
-        role=Role.ASSISTANT,
-        content="".join(turn.parts),
-        status=MessageStatus.PARTIAL,
-        metadata={"error": "interrupted: the engine shut down mid-reply"},
-    )
+    if turn.user_message is None:
+        turn.user_message = Message(role=Role.USER, content=turn.text)
+    reply = turn.salvage_reply("interrupted: the engine shut down mid-reply")
     return TurnRecord(
         conversation_id=turn.conversation.id,
-        messages=(user, reply),
+        messages=(turn.user_message, reply),
         backend=turn.options.backend,
         model=turn.options.model,
     )
@@ -360,6 +362,9 @@ class ReplyStream:
         self._turn = turn
         self._receive = receive
         self._submitted = False
+        # A stream dropped without aclose() (a `break` out of a bare `async for`)
+        # must not leave its backend blocked on a full channel: stop the reply.
+        weakref.finalize(self, _drop_reply, trio.lowlevel.current_trio_token(), turn, receive)
 
     @property
     def conversation_id(self) -> str:
@@ -417,6 +422,19 @@ class ReplyStream:
             await self._turn.finished.wait()
         if self._turn.finished.is_set():
             self._engine._in_flight.discard(self._turn)
+
+
+def _drop_reply(
+    token: trio.lowlevel.TrioToken, turn: Turn, receive: trio.MemoryReceiveChannel[Chunk]
+) -> None:
+    def stop() -> None:
+        receive.close()
+        turn.cancel()
+
+    # The garbage collector may run this on any thread; Trio state is touched only
+    # from the run's own thread.
+    with contextlib.suppress(trio.RunFinishedError):
+        token.run_sync_soon(stop)
 
 
 @asynccontextmanager

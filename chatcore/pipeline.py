@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from .errors import BackendError, ChatcoreError, PluginError
+from .errors import BackendError, ChatcoreError, EngineError, PluginError
 from .hooks import HookRegistry, HookType
 from .messages import ChatContext, Chunk, Message, MessageStatus, Role
 from .plugins import CallNext, PluginManager, PluginType
@@ -45,6 +45,9 @@ __all__ = [
     "Turn",
     "TurnOptions",
 ]
+
+ABANDON_WRITE_TIMEOUT_S = 5.0
+"""How long a stopping worker may take to store the turn it held."""
 
 STAGE_NAMES = ("gateway", "middleware", "processors", "features", "backend", "after")
 
@@ -100,6 +103,7 @@ class Turn:
     cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
     persisted: trio.Event = field(default_factory=trio.Event)
     finished: trio.Event = field(default_factory=trio.Event)
+    sent_downstream: bool = False
     in_middleware: bool = False
     """A middleware task waits for ``persisted`` and completes the turn itself."""
     completed: bool = False
@@ -109,12 +113,34 @@ class Turn:
         """Stop generating; what was streamed so far is kept as a ``partial`` reply."""
         self.cancel_scope.cancel()
 
+    on_finished: Callable[[Turn], None] | None = None
+    """Called once when the turn finishes (the engine forgets it then)."""
+
     def finish(self, error: BaseException | None = None) -> None:
         if error is not None and self.error is None:
             self.error = error
+        if self.finished.is_set():
+            return
         if self.chunks is not None:
             self.chunks.close()
         self.finished.set()
+        if self.on_finished is not None:
+            self.on_finished(self)
+
+    def salvage_reply(self, reason: str) -> Message:
+        """The reply to store for a turn the pipeline could not finish.
+
+        It is kept on the turn, so storing it twice writes the same message id
+        (an upsert) rather than a second reply.
+        """
+        if self.reply is None:
+            self.reply = Message(
+                role=Role.ASSISTANT,
+                content="".join(self.parts),
+                status=MessageStatus.PARTIAL if self.parts else MessageStatus.ERROR,
+                metadata={"error": reason},
+            )
+        return self.reply
 
 
 class StageActor:
@@ -130,6 +156,7 @@ class StageActor:
         name: str,
         handler: Callable[[Turn], Awaitable[None]],
         on_error: Callable[[Turn, Exception], Awaitable[None]],
+        on_abandon: Callable[[Turn, BaseException], Awaitable[None]],
         *,
         capacity: int,
         concurrency: int,
@@ -137,6 +164,7 @@ class StageActor:
         self.name = name
         self._handler = handler
         self._on_error = on_error
+        self._on_abandon = on_abandon
         self.send_channel, self._inbox = trio.open_memory_channel[Turn](capacity)
         self._max_workers = concurrency
         self._workers = 0
@@ -165,9 +193,21 @@ class StageActor:
             if not self._idle and self._workers < self._max_workers:
                 self._add_worker()
             try:
-                await self._handler(turn)
-            except Exception as exc:
-                await self._on_error(turn, exc)
+                try:
+                    await self._handler(turn)
+                except Exception as exc:
+                    try:
+                        await self._on_error(turn, exc)
+                    except Exception as second:
+                        # Failing while failing (a fail_fast hook in the error path) is
+                        # still this turn's failure, not the stage's: keep the stage up.
+                        turn.finish(second)
+            except BaseException as exc:
+                # This worker is going away (a crash here, a restart, shutdown): the
+                # turn it holds must still end, with what the user said stored.
+                with trio.CancelScope(shield=True):
+                    await self._on_abandon(turn, exc)
+                raise
 
     def statistics(self) -> tuple[int, int, int]:
         """(queued turns, workers, idle workers)."""
@@ -197,7 +237,12 @@ class Pipeline:
 
         def stage(name: str, handler: Callable[[Turn], Awaitable[None]]) -> StageActor:
             return StageActor(
-                name, handler, self._stage_failed, capacity=capacity, concurrency=concurrency
+                name,
+                handler,
+                self._stage_failed,
+                self._abandon,
+                capacity=capacity,
+                concurrency=concurrency,
             )
 
         self.gateway = stage("gateway", self._gateway)
@@ -258,16 +303,23 @@ class Pipeline:
         if turn.completed:
             return
         turn.completed = True
-        if turn.reply is not None and self.hooks.has(HookType.ON_REQUEST_COMPLETE):
-            assert turn.context is not None
-            await self.hooks.run(HookType.ON_REQUEST_COMPLETE, turn.reply, turn.context)
-        turn.finish()
+        try:
+            if turn.reply is not None and self.hooks.has(HookType.ON_REQUEST_COMPLETE):
+                assert turn.context is not None
+                await self.hooks.run(HookType.ON_REQUEST_COMPLETE, turn.reply, turn.context)
+        finally:
+            turn.finish()
 
     async def _middleware(self, turn: Turn) -> None:
         chain = self.manager.active(PluginType.MIDDLEWARE)
         assert turn.context is not None
 
         async def innermost(context: ChatContext) -> Message:
+            if turn.sent_downstream:
+                raise PluginError(
+                    "a middleware called call_next twice; a turn goes down the pipeline once"
+                )
+            turn.sent_downstream = True
             turn.context = context
             await self.processors.send_channel.send(turn)
             await turn.persisted.wait()
@@ -401,10 +453,16 @@ class Pipeline:
             except BaseException:
                 breaker.release()  # cancelled from outside: no verdict on the backend
                 raise
+            if error is not None:
+                stats.record((time.perf_counter() - started) * 1000.0, str(error))
+            elif turn.cancel_scope.cancel_called:
+                # Stopped by the caller: says nothing about the backend's health, and
+                # its duration is the caller's patience, not the backend's latency.
+                breaker.release()
+                stats.calls += 1
             else:
                 breaker.record_success()
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            stats.record(elapsed_ms, None if error is None else str(error))
+                stats.record((time.perf_counter() - started) * 1000.0)
 
         content = "".join(turn.parts)
         if error is not None:
@@ -475,18 +533,35 @@ class Pipeline:
     async def _stage_failed(self, turn: Turn, exc: Exception) -> None:
         """A stage raised outside plugin isolation: fail this turn, keep what the user said."""
         turn.error = turn.error or exc
-        if not turn.persisted.is_set() and turn.user_message is not None:
-            turn.reply = turn.reply or Message(
-                role=Role.ASSISTANT,
-                content="".join(turn.parts),
-                status=MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR,
-                metadata={"error": str(exc)},
-            )
-            turn.in_middleware = False
-            await self._persist(turn)
-        turn.persisted.set()
-        turn.completed = True
-        turn.finish()
+        try:
+            if not turn.persisted.is_set() and turn.user_message is not None:
+                turn.salvage_reply(str(exc))
+                turn.in_middleware = False
+                await self._persist(turn)
+        finally:
+            turn.persisted.set()
+            turn.completed = True
+            turn.finish()
+
+    async def _abandon(self, turn: Turn, exc: BaseException) -> None:
+        """A worker stopped mid-turn: store what there is, directly, and end the turn."""
+        if turn.finished.is_set():
+            return
+        if turn.error is None:
+            turn.error = EngineError(f"the pipeline stopped during this turn: {exc!r}")
+        try:
+            if not turn.persisted.is_set() and turn.user_message is not None:
+                from .store import TurnRecord
+
+                reply = turn.salvage_reply(str(turn.error))
+                record = TurnRecord(turn.conversation.id, (turn.user_message, reply))
+                with trio.move_on_after(ABANDON_WRITE_TIMEOUT_S):
+                    await self.writer.write_direct([record])
+                    turn.persisted.set()
+        except Exception as write_error:
+            turn.error.add_note(f"and storing it failed: {write_error!r}")
+        finally:
+            turn.finish()
 
     def _backend_model(self, backend: str) -> str | None:
         try:

@@ -867,6 +867,7 @@ class PluginManager:
         record = self._record(name)
         spec, plugin_config = record.spec, record.plugin_config
         module_name = spec.partition(":")[0]
+        is_backend = self._backends.get(name) is record
         await self._unload(record)
         fresh = self._new_record(name, spec, plugin_config)
         if ":" in spec and not spec.endswith(".py") and module_name in sys.modules:
@@ -874,8 +875,11 @@ class PluginManager:
                 importlib.reload(sys.modules[module_name])
             except Exception as exc:
                 fresh.lifecycle.fail(f"reload failed: {type(exc).__name__}: {exc}")
-                self._plugins[name] = fresh
+                (self._backends if is_backend else self._plugins)[name] = fresh
                 return fresh.status()
+        if is_backend:
+            await self._load_backend(name, self.config.backends[name])
+            return self._backends[name].status()
         self._import(fresh)
         await self._initialize_in_order([fresh])
         return fresh.status()

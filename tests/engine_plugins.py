@@ -106,6 +106,35 @@ class BrokenMiddleware(BaseMiddleware):
         raise ValueError("middleware bug")
 
 
+class TwiceMiddleware(BaseMiddleware):
+    """A buggy retry: calls the rest of the pipeline twice."""
+
+    metadata = PluginMetadata(name="twice", plugin_type=PluginType.MIDDLEWARE)
+
+    async def handle(self, context: ChatContext, call_next: CallNext) -> Message:
+        await call_next(context)
+        return await call_next(context)
+
+
+class StrictOnComplete(BaseMessageProcessor):
+    """Fails turns with "bad" in them, and fails again when such a turn completes."""
+
+    metadata = PluginMetadata(name="strict", plugin_type=PluginType.MESSAGE_PROCESSOR)
+
+    async def process_message(
+        self, message: Message, context: ChatContext
+    ) -> PluginResult[Message]:
+        if "bad" in message.content:
+            return PluginResult.fail("strict refuses this message")
+        return PluginResult.ok(message)
+
+    @hook(HookType.ON_REQUEST_COMPLETE)
+    async def on_complete(self, reply: Message, _: ChatContext) -> PluginResult[Message] | None:
+        if reply.status != "complete":
+            return PluginResult.fail("strict refuses an incomplete turn")
+        return None
+
+
 class AddSystem(BaseFeatureExtension):
     metadata = PluginMetadata(name="add_system", plugin_type=PluginType.FEATURE_EXTENSION)
 

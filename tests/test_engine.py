@@ -144,6 +144,105 @@ async def test_a_stream_never_iterated_holds_up_nothing() -> None:
         assert [m.content for m in await conversation.messages()] == ["sent", "echo: sent"]
 
 
+async def test_breaking_out_of_a_bare_stream_loop_stops_the_reply(
+    write_config: WriteConfig, patient_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(write_config(BASE), backend="slow") as engine:
+        conversation = engine.conversation()
+        async for _ in conversation.stream(" ".join(["word"] * 200)):
+            break  # no aclose(): the dropped stream must still end the turn
+        with trio.fail_after(30):
+            reply = await conversation.send("next")
+        assert reply.content == "echo: next"
+        stored = await conversation.messages()
+        assert [m.status for m in stored] == ["complete", "partial", "complete", "complete"]
+
+
+async def test_a_send_cancelled_before_it_was_submitted_holds_nothing_up() -> None:
+    async with open_engine() as engine:
+        conversation = engine.conversation()
+        with trio.CancelScope() as scope:
+            scope.cancel()
+            await conversation.send("never submitted")
+        with trio.fail_after(5):
+            reply = await conversation.send("submitted")
+        assert reply.content == "echo: submitted"
+        assert engine.status().turns_in_flight == 0
+
+
+async def test_cancelled_sends_are_forgotten_once_they_finish(
+    write_config: WriteConfig, patient_clock: trio.testing.MockClock
+) -> None:
+    async with open_engine(write_config(BASE), backend="slow") as engine:
+        for i in range(3):
+            with trio.move_on_after(1.5):
+                await engine.conversation().send(f"give up {i}")
+        with trio.fail_after(30):
+            while engine.status().turns_in_flight:
+                await trio.sleep(0.5)
+        assert len(await engine.list_conversations()) == 3
+
+
+async def test_reloading_a_backend_keeps_it_usable() -> None:
+    async with open_engine() as engine:
+        conversation = engine.conversation()
+        await conversation.send("before")
+        status = await engine.plugins.reload("echo")
+        assert (status.name, status.type, status.state) == ("echo", "backend", "active")
+        assert (await conversation.send("after")).content == "echo: after"
+
+
+async def test_a_middleware_calling_call_next_twice_fails_only_itself(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:TwiceMiddleware"))
+    async with open_engine(config) as engine:
+        conversation = engine.conversation()
+        reply = await conversation.send("once")
+        assert reply.content == "echo: once"
+        assert len(await conversation.messages()) == 2
+        status = engine.plugins.get_plugin_status()
+        assert "call_next twice" in (status["twice"].last_error or "")
+        assert (status["echo"].calls, status["echo"].failures) == (1, 0)
+
+
+async def test_a_fail_fast_hook_failing_on_the_error_path_fails_only_its_turn(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:StrictOnComplete", fail_fast=True))
+    async with open_engine(config) as engine:
+        with trio.fail_after(10):
+            with pytest.raises(chatcore.PluginError, match="refuses"):
+                await engine.conversation().send("bad")
+            assert (await engine.conversation().send("good")).content == "echo: good"
+        processors = {a.name: a for a in engine.status().actors}["processors"]
+        assert processors.crashes == 0
+        assert engine.status().turns_in_flight == 0
+
+
+async def test_a_cancelled_backend_call_gives_its_circuit_no_verdict(
+    write_config: WriteConfig, patient_clock: trio.testing.MockClock
+) -> None:
+    config = write_config(
+        BASE.replace(
+            "delay_seconds = 1.0",
+            "delay_seconds = 1.0\ncircuit_failure_threshold = 1\ncircuit_reset_seconds = 10",
+        )
+    )
+    async with open_engine(config, backend="slow") as engine:
+        record = engine.plugins.backend_record("slow")
+        record.breaker.record_failure()  # as if the last call had failed
+        await trio.sleep(10)
+        assert engine.plugins.get_plugin_status()["slow"].circuit == "half_open"
+        with trio.move_on_after(1.5):
+            await engine.conversation().send("the trial, abandoned")
+        with trio.fail_after(30):
+            while engine.status().turns_in_flight:
+                await trio.sleep(0.5)
+        # Cancelled by the caller: the trial proves nothing, so the circuit isn't closed.
+        assert engine.plugins.get_plugin_status()["slow"].circuit != "closed"
+
+
 async def test_many_conversations_run_concurrently(data_dir: Path) -> None:
     async with open_engine() as engine:
         conversations = [engine.conversation() for _ in range(30)]
