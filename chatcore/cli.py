@@ -63,8 +63,13 @@ def _guarded(fn: Callable[[], Any]) -> Any:
 
 
 def _load(config_path: Path | None, **overrides: Any) -> Config:
+    """Load the config; `chatcore --config F --backend B CMD` applies to CMD too."""
     from .config import load_config
 
+    root = click.get_current_context().find_root().params
+    config_path = config_path or root.get("config_path")
+    if overrides.get("default_backend") is None and root.get("backend"):
+        overrides["default_backend"] = root["backend"]
     cleaned = {k: v for k, v in overrides.items() if v is not None}
     config: Config = _guarded(lambda: load_config(config_path, **cleaned))
     return config

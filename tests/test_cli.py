@@ -309,3 +309,19 @@ def test_a_failing_backend_gets_one_line_after_the_partial_reply(
     with sqlite3.connect(data_dir / "chatcore.db") as conn:
         rows = conn.execute("SELECT role, content, status FROM messages ORDER BY seq").fetchall()
     assert rows == [("user", "hi", "complete"), ("assistant", "half a reply", "partial")]
+
+
+def test_options_before_the_command_apply_to_it(tmp_path: Path) -> None:
+    config = tmp_path / "two.toml"
+    config.write_text(
+        '[backends.echo]\nplugin = "echo"\n'
+        '[backends.other]\nplugin = "echo"\nmodel = "other-model"\n'
+    )
+    answer = run_json("--config", str(config), "--backend", "other", "ask", "hi")
+    assert (answer["backend"], answer["model"]) == ("other", "other-model")
+    missing = run("--config", str(tmp_path / "missing.toml"), "history", "list")
+    assert missing.returncode == 2
+    assert "file not found" in missing.stderr
+    unknown = run("--backend", "nope", "ask", "hi")
+    assert unknown.returncode == 2
+    assert "unknown backend 'nope'" in unknown.stderr
