@@ -10,6 +10,7 @@ and metrics, and a failing plugin never fails a turn.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import heapq
 import importlib
@@ -232,7 +233,7 @@ def hook(hook_type: HookType) -> Callable[[Callable[..., Any]], Callable[..., An
     return mark
 
 
-class BasePlugin:
+class BasePlugin(abc.ABC):
     """Template for plugins: subclasses set ``metadata`` and override ``_do_*`` hooks.
 
     After ``initialize`` the plugin's own settings (the ``config`` table of its
@@ -260,10 +261,11 @@ class BasePlugin:
     async def health(self) -> Mapping[str, Any]:
         return {"ok": True}
 
-    async def _do_initialize(self) -> None:
+    # Optional template steps, deliberately empty rather than abstract.
+    async def _do_initialize(self) -> None:  # noqa: B027
         """Override to set up resources; ``self.config`` is available here."""
 
-    async def _do_shutdown(self) -> None:
+    async def _do_shutdown(self) -> None:  # noqa: B027
         """Override to release resources."""
 
     def extra_hooks(self) -> list[tuple[HookType, Callable[[Any, ChatContext], Awaitable[Any]]]]:
@@ -285,10 +287,11 @@ class BaseMessageProcessor(BasePlugin):
     when overridden, so a processor that doesn't need them costs nothing.
     """
 
+    @abc.abstractmethod
     async def process_message(
         self, message: Message, context: ChatContext
     ) -> PluginResult[Message]:
-        raise NotImplementedError
+        """Subclasses implement this."""
 
     async def process_reply(self, message: Message, context: ChatContext) -> PluginResult[Message]:
         return PluginResult.ok(message)
@@ -307,15 +310,17 @@ class BaseMiddleware(BasePlugin):
 class BaseFeatureExtension(BasePlugin):
     """Enriches the context sent to the backend (history, retrieved passages, ...)."""
 
+    @abc.abstractmethod
     async def enrich(self, context: ChatContext) -> PluginResult[ChatContext]:
-        raise NotImplementedError
+        """Subclasses implement this."""
 
 
 class BaseBackendProvider(BasePlugin):
     """A backend streams the reply as ``Chunk``s; ``chat`` collects a stream into a ``Message``."""
 
+    @abc.abstractmethod
     def stream(self, context: ChatContext) -> AsyncIterator[Chunk]:
-        raise NotImplementedError
+        """Subclasses implement this."""
 
     async def chat(self, context: ChatContext) -> Message:
         parts: list[str] = []
@@ -359,7 +364,6 @@ def _is_plugin_class(obj: object) -> bool:
     return (
         inspect.isclass(obj)
         and isinstance(getattr(obj, "metadata", None), PluginMetadata)
-        and not inspect.isabstract(obj)
         and obj.__module__ not in (__name__,)
     )
 
@@ -970,15 +974,22 @@ class PluginManager:
     def _adopt_class(self, record: LoadedPlugin, cls: type[BasePlugin]) -> None:
         if record.lifecycle.state is PluginState.UNLOADED:
             record.lifecycle.transition(PluginState.LOADING)
+        record.metadata = cls.metadata
+        record.plugin_type = cls.metadata.plugin_type
+        record.dependencies = cls.metadata.dependencies
+        missing = sorted(getattr(cls, "__abstractmethods__", ()))
+        if missing:
+            record.lifecycle.transition(
+                PluginState.ERROR,
+                f"plugin class {cls.__name__} does not implement {', '.join(missing)}",
+            )
+            return
         try:
             instance = cls()
         except Exception as exc:
             record.lifecycle.transition(PluginState.ERROR, f"constructor failed: {exc!r}")
             return
         record.instance = instance
-        record.metadata = cls.metadata
-        record.plugin_type = cls.metadata.plugin_type
-        record.dependencies = cls.metadata.dependencies
         record.lifecycle.transition(PluginState.LOADED)
 
     async def _initialize_in_order(self, records: list[LoadedPlugin]) -> None:

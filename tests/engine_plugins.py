@@ -106,6 +106,12 @@ class BrokenMiddleware(BaseMiddleware):
         raise ValueError("middleware bug")
 
 
+class Incomplete(BaseMessageProcessor):
+    """Forgot to implement process_message."""
+
+    metadata = PluginMetadata(name="incomplete", plugin_type=PluginType.MESSAGE_PROCESSOR)
+
+
 class TwiceMiddleware(BaseMiddleware):
     """A buggy retry: calls the rest of the pipeline twice."""
 

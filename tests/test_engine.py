@@ -446,6 +446,15 @@ async def test_cancelling_a_send_stops_the_reply_and_keeps_it_partial(
         assert stored[1].content == "echo: one "  # pieces arrive at 1 s, 2 s, 3 s ...
 
 
+async def test_a_plugin_missing_its_method_is_refused_at_load(write_config: WriteConfig) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:Incomplete"))
+    async with open_engine(config) as engine:
+        status = engine.plugins.get_plugin_status()["incomplete"]
+        assert (status.state, status.type) == ("error", "processor")
+        assert status.last_error == "plugin class Incomplete does not implement process_message"
+        assert (await engine.conversation().send("fine")).content == "echo: fine"
+
+
 async def test_a_backend_failure_raises_and_keeps_the_partial_reply(
     write_config: WriteConfig,
 ) -> None:
