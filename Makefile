@@ -1,6 +1,9 @@
 # Quick start: `make run` opens the chat on the shipped config; `make test` runs
 # lint, type checks and the whole test suite. Both create .venv on first use.
-PYTHON ?= python3
+# The first Python 3.11+ found (override with `make PYTHON=/path/to/python3.12 ...`).
+PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
+	$$p -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null && { echo $$p; break; }; \
+	done)
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
@@ -8,7 +11,7 @@ STAMP  := $(VENV)/.installed-stamp
 .PHONY: run test lint typecheck pytest bench clean
 
 $(STAMP): pyproject.toml
-	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "chatcore needs Python 3.11 or newer (found " + sys.version.split()[0] + "); set PYTHON=python3.11")'
+	@test -n "$(PYTHON)" || { echo "chatcore needs Python 3.11 or newer; none found (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
