@@ -131,7 +131,8 @@ class Supervisor:
 
     Args:
         nursery: Where the supervising tasks run; an escalation is raised into it.
-        max_restarts: Restarts of one actor allowed within ``within_s`` before giving up.
+        max_restarts: Restarts allowed within ``within_s``, counted over all actors as
+            OTP does, before the supervisor gives up.
         within_s: Length of the sliding intensity window, in seconds of ``trio.current_time()``.
         backoff_base_s: Upper bound of the first restart delay; doubles for each further
             restart inside the window.
@@ -160,6 +161,8 @@ class Supervisor:
         self._on_crash = on_crash
         self._children: list[_Child] = []
         self._escalation: EngineStopped | None = None
+        # Every restart still inside the intensity window, oldest first, and whose it was.
+        self._recent: deque[tuple[float, _Child]] = deque()
 
     @property
     def escalation(self) -> EngineStopped | None:
@@ -246,13 +249,21 @@ class Supervisor:
             await self._before_restart(child, error)
 
     async def _before_restart(self, child: _Child, error: Exception | None) -> None:
-        """Count the restart against the window, then wait out the backoff or escalate."""
+        """Count the restart against the window, then wait out the backoff or escalate.
+
+        The intensity counts every actor's restarts (OTP's rule: one supervisor, one
+        budget); the backoff grows with this actor's own recent restarts.
+        """
         now = trio.current_time()
-        while child.recent and child.recent[0] <= now - self._within_s:
+        horizon = now - self._within_s
+        while self._recent and self._recent[0][0] <= horizon:
+            self._recent.popleft()
+        while child.recent and child.recent[0] <= horizon:
             child.recent.popleft()
+        if len(self._recent) + 1 > self._max_restarts:
+            await self._escalate(child, error, len(self._recent) + 1)
         attempt = len(child.recent) + 1
-        if attempt > self._max_restarts:
-            await self._escalate(child, error, attempt)
+        self._recent.append((now, child))
         child.recent.append(now)
         child.state = ActorState.RESTARTING
         ceiling = min(self._backoff_max_s, self._backoff_base_s * 2 ** (attempt - 1))
@@ -262,10 +273,12 @@ class Supervisor:
     async def _escalate(self, child: _Child, error: Exception | None, count: int) -> None:
         child.state = ActorState.FAILED
         last = _describe(error) if error is not None else "run() returned"
-        stopped = EngineStopped(
-            f"actor {child.actor.name!r} crashed {count} times in {self._within_s:g} s "
-            f"(max_restarts={self._max_restarts}); last error: {last}"
-        )
+        name, window = child.actor.name, f"{self._within_s:g} s"
+        if all(owner is child for _, owner in self._recent):
+            what = f"actor {name!r} crashed {count} times in {window}"
+        else:
+            what = f"actors crashed {count} times in {window}, the last actor {name!r}"
+        stopped = EngineStopped(f"{what} (max_restarts={self._max_restarts}); last error: {last}")
         stopped.__cause__ = error
         self._escalation = stopped
         await self._stop_children(skip=child)

@@ -190,7 +190,7 @@ class RuntimeConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     max_restarts: int = Field(default=DEFAULT_MAX_RESTARTS, ge=0)
-    """Restarts an actor may use within `restart_window_seconds` before the engine stops."""
+    """Restarts of all actors allowed within `restart_window_seconds`; one more stops it all."""
 
     restart_window_seconds: float = Field(default=DEFAULT_RESTART_WINDOW_SECONDS, gt=0)
     """Sliding window, in seconds, over which restarts are counted."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 
 import pytest
 import trio
@@ -276,6 +277,25 @@ async def test_restart_intensity_escalates_and_stops_others_in_reverse_order(
         "crashy": ActorState.FAILED,
         "d": ActorState.STOPPED,
     }
+
+
+async def test_intensity_counts_the_restarts_of_all_actors(
+    autojump_clock: trio.abc.Clock,
+) -> None:
+    # Two actors that each crash twice stay within max_restarts=3 on their own, but
+    # the supervisor has one budget for all its children, as in OTP.
+    first = Scripted("first", [CRASH] * 2)
+    second = Scripted("second", [CRASH] * 2)
+    with trio.fail_after(60), pytest.raises(EngineStopped) as info:
+        async with open_supervisor(max_restarts=3, within_s=10, rng=UpperBound()) as sup:
+            await sup.start(first)
+            await sup.start(second)
+            await trio.sleep_forever()
+    assert re.fullmatch(
+        r"actors crashed 4 times in 10 s, the last actor '(first|second)' "
+        r"\(max_restarts=3\); last error: RuntimeError: boom \d",
+        str(info.value),
+    )
 
 
 @pytest.mark.parametrize(("work_s", "escalates"), [(0.6, False), (0.3, True)])
