@@ -40,6 +40,10 @@ from chatcore.plugins import (
 )
 from chatcore.result import PluginResult
 
+# Run as a script, bench/ leads sys.path, and bench/backends.py would shadow the
+# `backends` package that holds the echo backend.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
+
 if TYPE_CHECKING:
     from chatcore._engine import Engine
     from chatcore.plugins import BaseBackendProvider, CallNext

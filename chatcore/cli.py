@@ -23,6 +23,7 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 EXIT_INTERRUPTED = 130
+HEALTH_TIMEOUT_S = 5.0
 PLUGIN_JSON_KEYS = (
     "name",
     "type",
@@ -59,7 +60,8 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ChatcoreError as exc:
-        _fail(str(exc), exc.exit_code)
+        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        _fail(f"{exc}{notes}", exc.exit_code)
 
 
 def _load(config_path: Path | None, **overrides: Any) -> Config:
@@ -190,13 +192,15 @@ def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:
 # --- plugins and backends --------------------------------------------------------------------
 
 
-def _engine_status(config: Config) -> Any:
+def _engine_status(config: Config, *, all_backends: bool = False) -> Any:
     import trio
 
     from ._engine import open_engine
 
     async def main() -> Any:
         async with open_engine(config) as engine:
+            if all_backends:
+                await engine.plugins.load_all_backends()
             return engine.status()
 
     return _guarded(lambda: trio.run(main))
@@ -235,7 +239,7 @@ def backends(ctx: click.Context) -> None:
 def backends_list(config_path: Path | None = None, as_json: bool = False) -> None:
     """List the configured backends; the default one is marked."""
     config = _load(config_path)
-    status = _engine_status(config)
+    status = _engine_status(config, all_backends=True)
     rows = []
     for name, backend in config.backends.items():
         plugin_status = status.plugins[name]
@@ -260,6 +264,98 @@ def backends_list(config_path: Path | None = None, as_json: bool = False) -> Non
 
 def _default_model(plugin: str) -> str | None:
     return "echo" if plugin == "echo" else None
+
+
+@backends.command("models")
+@click.argument("name")
+@config_option
+@json_option
+def backends_models(name: str, config_path: Path | None, as_json: bool) -> None:
+    """List the models backend NAME offers."""
+    config = _load(config_path)
+
+    async def main() -> list[str]:
+        from ._engine import open_engine
+
+        async with open_engine(config) as engine:
+            engine.conversation(backend=name)  # an unknown name lists the configured ones
+            await engine.plugins.ensure_backend(name)
+            return await engine.plugins.get_backend_provider(name).list_models()
+
+    models: list[str] = _guarded(lambda: _run_trio(main))
+    if as_json:
+        _print_json(models)
+    else:
+        for model in models:
+            click.echo(model)
+
+
+@backends.command("check")
+@config_option
+@json_option
+@click.option(
+    "--timeout",
+    "timeout_s",
+    type=float,
+    default=HEALTH_TIMEOUT_S,
+    show_default=True,
+    help="Seconds to wait for each backend.",
+)
+def backends_check(config_path: Path | None, as_json: bool, timeout_s: float) -> None:
+    """Check that each configured backend is reachable (one line each).
+
+    Exits 1 when any backend is not.
+    """
+    config = _load(config_path)
+
+    async def main() -> list[dict[str, Any]]:
+        import trio
+
+        from ._engine import open_engine
+
+        results: dict[str, dict[str, Any]] = {}
+        async with open_engine(config) as engine:
+            await engine.plugins.load_all_backends()
+            statuses = engine.plugins.get_plugin_status()
+
+            async def check(backend: str) -> None:
+                row: dict[str, Any] = {"name": backend, "ok": False, "detail": ""}
+                results[backend] = row
+                if statuses[backend].state != "active":
+                    row["detail"] = statuses[backend].last_error or statuses[backend].state
+                    return
+                provider = engine.plugins.get_backend_provider(backend)
+                with trio.move_on_after(timeout_s) as scope:
+                    report = dict(await provider.health())
+                    row.update(ok=bool(report.get("ok")), url=report.get("url"))
+                    row["detail"] = str(report.get("detail") or "")
+                if scope.cancelled_caught:
+                    row["detail"] = f"no answer within {timeout_s:g} s"
+
+            async with trio.open_nursery() as nursery:
+                for backend in config.backends:
+                    nursery.start_soon(check, backend)
+        return [results[b] for b in config.backends]
+
+    rows: list[dict[str, Any]] = _guarded(lambda: _run_trio(main))
+    if as_json:
+        _print_json(rows)
+    else:
+        width = max(len(r["name"]) for r in rows)
+        for row in rows:
+            mark = "ok  " if row["ok"] else "FAIL"
+            url, detail = row.get("url") or "", row["detail"]
+            where = f" {url}" if url and url not in detail else ""
+            line = f"{mark}  {row['name'].ljust(width)}{where}{': ' if detail else ''}{detail}"
+            click.echo(line.rstrip())
+    if not all(row["ok"] for row in rows):
+        sys.exit(1)
+
+
+def _run_trio(main: Callable[[], Any]) -> Any:
+    import trio
+
+    return trio.run(main)
 
 
 def _print_table(rows: list[dict[str, Any]], columns: list[str], *, extra: str) -> None:
@@ -383,7 +479,7 @@ def config_path_cmd(config_path: Path | None) -> None:
 def config_check(config_path: Path | None) -> None:
     """Validate the config, including that every plugin and backend can be loaded."""
     config = _load(config_path)
-    status = _engine_status(config)
+    status = _engine_status(config, all_backends=True)
     broken = [s for s in status.plugins.values() if s.state == "error"]
     for s in broken:
         click.echo(f"error: {s.name}: {s.last_error}", err=True)

@@ -48,6 +48,7 @@ __all__ = [
     "Config",
     "PluginEntry",
     "ReplicationConfig",
+    "RouterConfig",
     "RuntimeConfig",
     "expand_vars",
     "load_config",
@@ -69,6 +70,9 @@ DEFAULT_MAX_MESSAGE_CHARS = 100_000
 DEFAULT_BACKEND_TIMEOUT_SECONDS = 60.0
 DEFAULT_CIRCUIT_FAILURE_THRESHOLD = 5
 DEFAULT_CIRCUIT_RESET_SECONDS = 30.0
+DEFAULT_BACKEND_MAX_RETRIES = 2
+DEFAULT_RETRY_BACKOFF_SECONDS = 0.25
+DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 8.0
 DEFAULT_PLUGIN_PRIORITY = 50
 DEFAULT_PLUGIN_TIMEOUT_SECONDS = 5.0
 DEFAULT_MAX_RESTARTS = 5
@@ -126,6 +130,15 @@ class BackendConfig(BaseModel):
 
     circuit_reset_seconds: float = Field(default=DEFAULT_CIRCUIT_RESET_SECONDS, gt=0)
     """Seconds an open circuit waits before letting one trial call through."""
+
+    max_retries: int = Field(default=DEFAULT_BACKEND_MAX_RETRIES, ge=0)
+    """Retries after a rate limit, timeout, server or connection error (never mid-reply)."""
+
+    retry_backoff_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_SECONDS, ge=0)
+    """Upper bound of the first retry's random delay; doubles per retry (Retry-After wins)."""
+
+    retry_backoff_max_seconds: float = Field(default=DEFAULT_RETRY_BACKOFF_MAX_SECONDS, ge=0)
+    """Cap on any retry delay, Retry-After included."""
 
     @field_validator("model", mode="before")
     @classmethod
@@ -221,6 +234,15 @@ class RuntimeConfig(BaseModel):
         return self
 
 
+class RouterConfig(BaseModel):
+    """Where a turn goes when its backend fails."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    fallbacks: list[str] = Field(default_factory=list)
+    """Backends to try, in order, when the chosen one is failing (open circuit or retries spent)."""
+
+
 class ReplicationConfig(BaseModel):
     """Replication of history to Redis."""
 
@@ -281,6 +303,9 @@ class Config(BaseModel):
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
     """Supervision and channel settings."""
 
+    router: RouterConfig = Field(default_factory=RouterConfig)
+    """Fallback between backends."""
+
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     """Redis replication settings."""
 
@@ -309,6 +334,13 @@ class Config(BaseModel):
                 ("default_backend",),
                 f"unknown backend {self.default_backend!r}; configured backends: {known}",
             )
+        for index, fallback in enumerate(self.router.fallbacks):
+            if fallback not in self.backends:
+                known = ", ".join(sorted(self.backends)) or "none"
+                raise _KeyedError(
+                    ("router", "fallbacks", index),
+                    f"unknown backend {fallback!r}; configured backends: {known}",
+                )
         seen: dict[str, int] = {}
         for index, entry in enumerate(self.plugins):
             name = entry.instance_name

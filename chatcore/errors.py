@@ -8,7 +8,12 @@ if TYPE_CHECKING:
     from pathlib import Path
 
 __all__ = [
+    "BackendAuthError",
+    "BackendBadRequest",
     "BackendError",
+    "BackendRateLimited",
+    "BackendTimeout",
+    "BackendUnavailable",
     "ChatcoreError",
     "ConfigError",
     "ConversationNotFound",
@@ -18,6 +23,7 @@ __all__ = [
     "HookFailed",
     "InvalidInput",
     "InvalidTransition",
+    "ModelNotFound",
     "PluginError",
     "PluginLoadError",
     "UnknownBackend",
@@ -93,7 +99,55 @@ class HookFailed(PluginError):
 
 
 class BackendError(ChatcoreError):
-    """Base of errors from a backend provider (the backends issue refines it)."""
+    """Base of errors from a backend provider.
+
+    ``retryable`` errors (unreachable, rate limited, timed out, server errors) are
+    retried with backoff and then moved to the next backend of the router; the
+    others (auth, bad request, unknown model) are the user's to fix and fail the
+    turn at once. ``backend`` names the configured backend, when known.
+    """
+
+    retryable: bool = False
+
+    def __init__(self, message: str, *, backend: str | None = None) -> None:
+        super().__init__(message)
+        self.backend = backend
+
+
+class BackendUnavailable(BackendError):
+    """The backend could not be reached, or answered with a server error (5xx)."""
+
+    retryable = True
+
+
+class BackendTimeout(BackendError):
+    """The backend did not answer within ``timeout_seconds``."""
+
+    retryable = True
+
+
+class BackendRateLimited(BackendError):
+    """429: too many requests; ``retry_after`` (seconds) is what the server asked for."""
+
+    retryable = True
+
+    def __init__(
+        self, message: str, *, backend: str | None = None, retry_after: float | None = None
+    ) -> None:
+        super().__init__(message, backend=backend)
+        self.retry_after = retry_after
+
+
+class BackendAuthError(BackendError):
+    """401/403: the API key is missing, wrong or not allowed (the message names its env var)."""
+
+
+class BackendBadRequest(BackendError):
+    """400/422: the backend refused the request as malformed or too large."""
+
+
+class ModelNotFound(BackendError):
+    """The backend does not have the model that was asked for."""
 
 
 class EngineError(ChatcoreError):

@@ -25,6 +25,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
 
+import trio
+
 from .errors import (
     InvalidTransition,
     PluginError,
@@ -699,6 +701,7 @@ class PluginManager:
         self._plugins: dict[str, LoadedPlugin] = {}
         self._backends: dict[str, LoadedPlugin] = {}
         self._started: list[LoadedPlugin] = []
+        self._backend_locks: dict[str, trio.Lock] = {}
         """Plugins in the order they became active; shutdown goes in reverse."""
         self._search_dirs = [self._resolve_dir(d) for d in config.plugin_dirs]
 
@@ -710,9 +713,17 @@ class PluginManager:
     # -- lifecycle of the whole set --
 
     async def initialize(self) -> None:
-        """Load the configured backends, then the plugins in dependency order."""
+        """Load the default backend and its fallbacks, then the plugins in dependency order.
+
+        Other configured backends load on first use (``ensure_backend``): their
+        client libraries take hundreds of milliseconds to import, and a one-shot
+        ``chatcore ask`` should not pay for backends it doesn't talk to.
+        """
+        eager = {self.config.default_backend, *self.config.router.fallbacks}
         for backend_name, backend_config in self.config.backends.items():
-            await self._load_backend(backend_name, backend_config)
+            self._backends[backend_name] = self._backend_record(backend_name, backend_config)
+            if backend_name in eager:
+                await self.ensure_backend(backend_name)
         records: list[LoadedPlugin] = []
         for entry in self.config.plugins:
             records.append(self._record_for_entry(entry))
@@ -841,6 +852,25 @@ class PluginManager:
         except KeyError:
             raise UnknownBackend(name, list(self._backends)) from None
 
+    async def ensure_backend(self, name: str) -> LoadedPlugin:
+        """The backend's record, importing and initialising it first if it isn't yet.
+
+        Raises:
+            UnknownBackend: no backend of that name is configured.
+        """
+        record = self.backend_record(name)
+        if record.lifecycle.state is PluginState.UNLOADED:
+            lock = self._backend_locks.setdefault(name, trio.Lock())
+            async with lock:
+                if record.lifecycle.state is PluginState.UNLOADED:
+                    await self._activate_backend(record, self.config.backends[name])
+        return record
+
+    async def load_all_backends(self) -> None:
+        """Load every configured backend now (for status and checks)."""
+        for name in list(self._backends):
+            await self.ensure_backend(name)
+
     async def execute_message_processors(
         self, message: Message, context: ChatContext
     ) -> HookOutcome[Message]:
@@ -882,8 +912,11 @@ class PluginManager:
                 (self._backends if is_backend else self._plugins)[name] = fresh
                 return fresh.status()
         if is_backend:
-            await self._load_backend(name, self.config.backends[name])
-            return self._backends[name].status()
+            fresh = self._backend_record(name, self.config.backends[name])
+            fresh.stats, fresh.breaker = record.stats, record.breaker
+            self._backends[name] = fresh
+            await self.ensure_backend(name)
+            return fresh.status()
         self._import(fresh)
         await self._initialize_in_order([fresh])
         return fresh.status()
@@ -1135,7 +1168,7 @@ class PluginManager:
         record.lifecycle.transition(PluginState.UNLOADED)
         await self.hooks.run(HookType.ON_PLUGIN_UNLOAD, record.status(), _NO_CONTEXT)
 
-    async def _load_backend(self, name: str, backend: BackendConfig) -> None:
+    def _backend_record(self, name: str, backend: BackendConfig) -> LoadedPlugin:
         settings = {"model": backend.model, **backend.options}
         settings["timeout_seconds"] = backend.timeout_seconds
         if backend.temperature is not None:
@@ -1150,22 +1183,23 @@ class PluginManager:
             circuit_failure_threshold=backend.circuit_failure_threshold,
             circuit_reset_seconds=backend.circuit_reset_seconds,
         )
-        record = self._new_record(name, backend.plugin, plugin_config)
-        self._backends[name] = record
+        return self._new_record(name, backend.plugin, plugin_config)
+
+    async def _activate_backend(self, record: LoadedPlugin, backend: BackendConfig) -> None:
         self._import(record)
         if record.lifecycle.state is PluginState.ERROR:
             return
         if record.plugin_type is not PluginType.BACKEND_PROVIDER:
             record.lifecycle.transition(
                 PluginState.ERROR,
-                f"backends.{name}.plugin: {backend.plugin!r} is a {record.plugin_type} "
+                f"backends.{record.name}.plugin: {backend.plugin!r} is a {record.plugin_type} "
                 "plugin, not a backend",
             )
             return
         assert record.instance is not None
         record.lifecycle.transition(PluginState.INITIALIZING)
         try:
-            await record.instance.initialize(plugin_config)
+            await record.instance.initialize(record.plugin_config)
         except Exception as exc:
             record.lifecycle.transition(PluginState.ERROR, f"initialize failed: {exc!r}")
             return

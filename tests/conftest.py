@@ -47,6 +47,11 @@ def isolated_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("XDG_DATA_HOME", str(home / ".local" / "share"))
     data_dir = tmp_path / "data"
     monkeypatch.setenv("CHATCORE_DATA_DIR", str(data_dir))
+    # The shipped default backend is Ollama, which tests can't assume is running:
+    # they talk to echo unless they choose otherwise.
+    monkeypatch.setenv("CHATCORE_BACKEND", "echo")
+    for var in ("OPENAI_API_KEY", "ANTHROPIC_API_KEY", "OLLAMA_HOST", "OPENAI_BASE_URL"):
+        monkeypatch.delenv(var, raising=False)
     return data_dir
 
 

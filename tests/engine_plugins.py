@@ -224,3 +224,47 @@ class FailingBackend(BaseBackendProvider):
         yield Chunk(text="half ", index=0)
         yield Chunk(text="a reply", index=1)
         raise ConnectionError("connection reset by peer")
+
+
+CALLS: dict[str, int] = {}
+"""Calls per scripted backend instance; tests reset it."""
+
+
+class ScriptedBackend(BaseBackendProvider):
+    """Fails its first ``fail_times`` calls with ``error``, then answers ``<name>: <message>``.
+
+    ``error``: "unavailable", "rate_limited" (with ``retry_after``), "timeout", "auth".
+    With ``fail_mid_stream = true`` it streams "partial " before failing.
+    """
+
+    metadata = PluginMetadata(name="scripted", plugin_type=PluginType.BACKEND_PROVIDER)
+
+    async def stream(self, context: ChatContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+        from chatcore.errors import (
+            BackendAuthError,
+            BackendRateLimited,
+            BackendTimeout,
+            BackendUnavailable,
+        )
+
+        calls = CALLS[self.name] = CALLS.get(self.name, 0) + 1
+        if calls <= int(self.config.get("fail_times", 0)):
+            if self.config.get("fail_mid_stream"):
+                yield Chunk(text="partial ", index=0)
+            kind = self.config.get("error", "unavailable")
+            message = f"{self.name} failure {calls}"
+            if kind == "rate_limited":
+                retry_after = self.config.get("retry_after")
+                raise BackendRateLimited(
+                    message,
+                    backend=self.name,
+                    retry_after=None if retry_after is None else float(retry_after),
+                )
+            if kind == "timeout":
+                raise BackendTimeout(message, backend=self.name)
+            if kind == "auth":
+                raise BackendAuthError(message, backend=self.name)
+            raise BackendUnavailable(message, backend=self.name)
+        last = context.last_user_message
+        text = f"{self.name}: {last.content if last else ''}"
+        yield Chunk(text=text, index=0, done=True, usage=Usage(1, 2), model=context.model)

@@ -125,7 +125,8 @@ def test_a_bad_config_exits_2_naming_file_and_key(
     config = tmp_path / "bad.toml"
     config.write_text(config_text)
     for args in (["ask", "hi"], ["config", "check"], ["plugins"]):
-        result = run(*args, "--config", str(config))
+        # No $CHATCORE_BACKEND here: it would override the file's default_backend.
+        result = run(*args, "--config", str(config), env={"CHATCORE_BACKEND": ""})
         assert result.returncode == 2, (args, result.stderr)
         assert result.stderr.startswith(f"error: {config}: ")
         assert key.replace("\\", "") in result.stderr
@@ -172,7 +173,15 @@ def test_ctrl_c_during_a_stream_stops_cleanly_and_keeps_a_partial_reply(
         'default_backend = "slow"\n[backends.slow]\nplugin = "echo"\ndelay_seconds = 0.5\n'
     )
     proc = subprocess.Popen(
-        [CHATCORE, "ask", "--config", str(config), "one two three four five six seven eight"],
+        [
+            CHATCORE,
+            "ask",
+            "--config",
+            str(config),
+            "--backend",
+            "slow",
+            "one two three four five six seven eight",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
@@ -226,22 +235,49 @@ def test_config_check_reports_plugins_that_cannot_load(tmp_path: Path) -> None:
     assert "error: thing: plugin 'no_such_module:Thing': cannot import" in result.stderr
 
 
-def test_backends_lists_echo_labelled_as_a_test_backend() -> None:
-    rows = run_json("backends", "list")
-    assert rows == [
+def test_backends_list_shows_the_shipped_backends_and_labels_echo() -> None:
+    rows = run_json("backends", "list", env={"CHATCORE_BACKEND": ""})
+    assert [
+        {k: row[k] for k in ("name", "plugin", "model", "state", "circuit", "is_default")}
+        for row in rows
+    ] == [
+        {
+            "name": "ollama",
+            "plugin": "ollama",
+            "model": "llama3.2",
+            "state": "active",
+            "circuit": "closed",
+            "is_default": True,
+        },
+        {
+            "name": "openai",
+            "plugin": "openai",
+            "model": "gpt-4o-mini",
+            "state": "active",
+            "circuit": "closed",
+            "is_default": False,
+        },
+        {
+            "name": "anthropic",
+            "plugin": "anthropic",
+            "model": "claude-sonnet-5-5",
+            "state": "active",
+            "circuit": "closed",
+            "is_default": False,
+        },
         {
             "name": "echo",
             "plugin": "echo",
             "model": "echo",
             "state": "active",
             "circuit": "closed",
-            "is_default": True,
-            "description": "Deterministic offline echo backend for demos, tests and "
-            "benchmarks (not a language model)",
-        }
+            "is_default": False,
+        },
     ]
-    plain = run("backends")
-    assert "not a language model" in plain.stdout
+    plain = run("backends", env={"CHATCORE_BACKEND": "echo"})
+    echo_line = next(line for line in plain.stdout.splitlines() if " echo " in line)
+    assert echo_line.startswith("*")
+    assert "not a language model" in echo_line
 
 
 def test_bare_chatcore_runs_an_interactive_prompt_loop() -> None:

@@ -60,9 +60,17 @@ def test_shipped_default_loads_with_no_environment() -> None:
     assert path == REPO / "config" / "default.toml"
     config = load_config(path, env={})
     assert config.source == path
-    assert config.default_backend == "echo"
-    assert list(config.backends) == ["echo"]
-    assert config.backends["echo"].plugin == "echo"
+    assert config.default_backend == "ollama"  # local first
+    assert {name: b.plugin for name, b in config.backends.items()} == {
+        "ollama": "ollama",
+        "openai": "openai",
+        "anthropic": "anthropic",
+        "echo": "echo",
+    }
+    assert config.backends["ollama"].options["host"] == "http://127.0.0.1:11434"
+    assert config.backends["openai"].options["base_url"] == "https://api.openai.com/v1"
+    assert "api_key" not in config.backends["openai"].options  # read from the env at call time
+    assert config.router.fallbacks == []
     assert config.plugins == []
     assert config.replication.redis_url == ""
 
@@ -80,7 +88,7 @@ def test_example_loads_with_no_environment() -> None:
 def test_example_shows_every_key() -> None:
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     written = set(raw)
-    for section in ("runtime", "replication"):
+    for section in ("runtime", "router", "replication"):
         written |= {f"{section}.{key}" for key in raw[section]}
     for backend in raw["backends"].values():
         written |= {f"backends.<name>.{key}" for key in backend}
@@ -466,7 +474,8 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"c\.toml: colour: unknown key \(allowed: default_backend, data_dir, "
-        r"max_message_chars, system_prompt, plugin_dirs, backends, plugins, runtime, replication\)",
+        r"max_message_chars, system_prompt, plugin_dirs, backends, plugins, runtime, router, "
+        r"replication\)",
     ):
         load_config(path, env={})
 
@@ -682,6 +691,7 @@ def test_public_surface() -> None:
         "Config",
         "PluginEntry",
         "ReplicationConfig",
+        "RouterConfig",
         "RuntimeConfig",
         "expand_vars",
         "load_config",

@@ -756,12 +756,26 @@ async def test_a_non_backend_plugin_cannot_be_a_backend() -> None:
         "odd": BackendConfig(plugin="sample_plugins:Tagger"),
     }
     manager = await started(backends=backends)
+    await manager.ensure_backend("odd")
     with pytest.raises(
         PluginError,
         match=r"backend 'odd' is not available: backends\.odd\.plugin: "
         r"'sample_plugins:Tagger' is a processor plugin, not a backend",
     ):
         manager.get_backend_provider("odd")
+
+
+async def test_backends_other_than_the_default_load_on_first_use() -> None:
+    backends = {"echo": BackendConfig(plugin="echo"), "spare": BackendConfig(plugin="echo")}
+    manager = await started(backends=backends)
+    assert manager.get_plugin_status()["spare"].state == "unloaded"
+    with pytest.raises(PluginError, match="backend 'spare' is not available: unloaded"):
+        manager.get_backend_provider("spare")
+    record = await manager.ensure_backend("spare")
+    assert record.lifecycle.state is PluginState.ACTIVE
+    assert manager.get_backend_provider("spare") is record.instance
+    with pytest.raises(UnknownBackend):
+        await manager.ensure_backend("nope")
 
 
 async def test_plugin_status_rows() -> None:

@@ -1,0 +1,129 @@
+"""What the HTTP backends share: API keys from the environment and error mapping.
+
+Every backend turns its client's exceptions into the small hierarchy of
+``chatcore.errors`` with a message a person can act on: the backend's name, the
+URL, the model, and which environment variable holds the key. The pipeline then
+decides about retries, the circuit and fallback from the error's type alone.
+Secrets never appear in these messages.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import os
+import time
+from typing import TYPE_CHECKING, Any
+
+from chatcore.errors import (
+    BackendAuthError,
+    BackendBadRequest,
+    BackendError,
+    BackendRateLimited,
+    BackendTimeout,
+    BackendUnavailable,
+    ModelNotFound,
+)
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = [
+    "DEFAULT_MAX_TOKENS",
+    "api_key_from",
+    "connection_error",
+    "missing_key_error",
+    "retry_after_seconds",
+    "status_error",
+    "timeout_error",
+]
+
+DEFAULT_MAX_TOKENS = 1024
+"""Used where an API requires max_tokens (Anthropic) and none is configured."""
+
+
+def api_key_from(config: Mapping[str, Any], default_env: str) -> tuple[str | None, str]:
+    """The API key (``api_key`` in config, else the environment) and the env var's name.
+
+    ``api_key_env`` in config names another variable than the provider's usual one.
+    """
+    env_name = str(config.get("api_key_env") or default_env)
+    key = config.get("api_key") or os.environ.get(env_name) or None
+    return (str(key) if key else None), env_name
+
+
+def missing_key_error(backend: str, env_name: str) -> BackendAuthError:
+    return BackendAuthError(
+        f"{backend}: no API key: set ${env_name} (or api_key in [backends.{backend}])",
+        backend=backend,
+    )
+
+
+def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
+    """Seconds the server asked us to wait (``retry-after-ms``, ``Retry-After`` secs or date)."""
+    if not headers:
+        return None
+    lowered = {k.lower(): v for k, v in headers.items()}
+    if (ms := lowered.get("retry-after-ms")) is not None:
+        try:
+            return max(0.0, float(ms) / 1000.0)
+        except ValueError:
+            pass
+    value = lowered.get("retry-after")
+    if value is None:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        parsed = email.utils.parsedate_to_datetime(value) if value else None
+        return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
+
+
+def status_error(
+    status: int,
+    detail: str,
+    *,
+    backend: str,
+    url: str,
+    model: str | None,
+    key_env: str | None = None,
+    retry_after: float | None = None,
+) -> BackendError:
+    """Map an HTTP error status to the error a person can act on."""
+    detail = detail.strip() or f"HTTP {status}"
+    if status in (401, 403):
+        hint = f": check ${key_env}" if key_env else ""
+        return BackendAuthError(
+            f"{backend}: {url} refused the credentials ({status}: {detail}){hint}",
+            backend=backend,
+        )
+    if status == 404:
+        return ModelNotFound(
+            f"{backend}: model {model!r} not found at {url} ({detail}); "
+            f"see `chatcore backends models {backend}`",
+            backend=backend,
+        )
+    if status == 429:
+        wait = f"; retry after {retry_after:g} s" if retry_after is not None else ""
+        return BackendRateLimited(
+            f"{backend}: rate limited by {url} ({detail}){wait}",
+            backend=backend,
+            retry_after=retry_after,
+        )
+    if status in (400, 413, 422):
+        return BackendBadRequest(
+            f"{backend}: {url} refused the request ({status}: {detail})", backend=backend
+        )
+    return BackendUnavailable(f"{backend}: {url} answered {status}: {detail}", backend=backend)
+
+
+def connection_error(backend: str, url: str, reason: object, hint: str = "") -> BackendUnavailable:
+    tail = f"; {hint}" if hint else ""
+    return BackendUnavailable(f"{backend}: cannot reach {url} ({reason}){tail}", backend=backend)
+
+
+def timeout_error(backend: str, url: str, timeout_s: float) -> BackendTimeout:
+    return BackendTimeout(
+        f"{backend}: no answer from {url} within {timeout_s:g} s "
+        f"(timeout_seconds in [backends.{backend}])",
+        backend=backend,
+    )

@@ -1,0 +1,1 @@
+"""Loopback fakes of the LLM HTTP APIs (Ollama, OpenAI, Anthropic) for the backend tests."""
