@@ -296,7 +296,7 @@ def litellm_lanes(spec: dict[str, Any], sizes: Sizes) -> dict[str, Samples]:
     # Before the import: no download of the model cost map, no logging chatter.
     os.environ["LITELLM_LOCAL_MODEL_COST_MAP"] = "True"
     os.environ.setdefault("LITELLM_LOG", "ERROR")
-    import litellm
+    import litellm  # type: ignore[import-not-found]
     import openai
 
     litellm.telemetry = False  # gone from recent versions; harmless where it is
@@ -705,7 +705,7 @@ def print_header(sizes: Sizes, litellm_versions: dict[str, str]) -> None:
 
 def orchestrate(sizes: Sizes, skip_litellm: bool) -> int:
     sys.path.insert(0, str(REPO_ROOT / "tests"))
-    from fakes.openai import FakeOpenAI
+    from fakes.openai import FakeOpenAI  # type: ignore[import-not-found]
 
     ll_python, reason = (None, "skipped (--no-litellm)") if skip_litellm else litellm_python()
     report = Report()

@@ -304,7 +304,22 @@ class Pipeline:
             turn.in_middleware = True
             await self.middleware.send_channel.send(turn)
         else:
+            await self._to_processors(turn)
+
+    # A stage with nothing to do for a turn is stepped over rather than visited:
+    # each hop is a task switch, and most turns need only some of the stages.
+
+    async def _to_processors(self, turn: Turn) -> None:
+        if self.hooks.has(HookType.BEFORE_MESSAGE):
             await self.processors.send_channel.send(turn)
+        else:
+            await self._to_features(turn)
+
+    async def _to_features(self, turn: Turn) -> None:
+        if self.manager.active(PluginType.FEATURE_EXTENSION):
+            await self.features.send_channel.send(turn)
+        else:
+            await self.backend.send_channel.send(turn)
 
     async def _complete(self, turn: Turn) -> None:
         """Run ON_REQUEST_COMPLETE and hand the result to the caller (once)."""
@@ -329,7 +344,7 @@ class Pipeline:
                 )
             turn.sent_downstream = True
             turn.context = context
-            await self.processors.send_channel.send(turn)
+            await self._to_processors(turn)
             await turn.persisted.wait()
             assert turn.reply is not None
             return turn.reply
@@ -386,7 +401,7 @@ class Pipeline:
             if outcome.reply is not None:
                 await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
                 return
-        await self.features.send_channel.send(turn)
+        await self._to_features(turn)
 
     async def _features(self, turn: Turn) -> None:
         assert turn.context is not None
@@ -418,7 +433,10 @@ class Pipeline:
                 return
         context = turn.context
         await self._generate(turn, context)
-        await self.after.send_channel.send(turn)
+        if self.hooks.has(HookType.AFTER_MESSAGE):
+            await self.after.send_channel.send(turn)
+        else:
+            await self._persist(turn)
 
     async def _generate(self, turn: Turn, context: ChatContext) -> None:
         """Get the reply from the turn's backend, retrying and falling back as configured.
@@ -540,7 +558,18 @@ class Pipeline:
                 attempt.model = chunk.model
             if turn.chunks is not None:
                 try:
-                    await turn.chunks.send(chunk)
+                    if len(turn.parts) == 1:
+                        # The first piece goes out with a scheduling pass, so the
+                        # caller sees it at once.
+                        await turn.chunks.send(chunk)
+                    else:
+                        # Later pieces are buffered without one: the caller catches
+                        # up whenever the backend waits for the network, which saves
+                        # two task switches per piece.
+                        try:
+                            turn.chunks.send_nowait(chunk)
+                        except trio.WouldBlock:
+                            await turn.chunks.send(chunk)
                 except (trio.BrokenResourceError, trio.ClosedResourceError):
                     # The caller stopped listening: stop, keep what we have.
                     turn.cancel_scope.cancel()

@@ -113,13 +113,14 @@ ALLOWED_TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = MappingProxy
 class PluginLifecycle:
     """The lifecycle state machine; any transition not in the table raises."""
 
-    __slots__ = ("history", "name", "reason", "state")
+    __slots__ = ("history", "name", "on_change", "reason", "state")
 
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, on_change: Callable[[], None] | None = None) -> None:
         self.name = name
         self.state = PluginState.UNLOADED
         self.reason: str | None = None
         self.history: list[PluginState] = [PluginState.UNLOADED]
+        self.on_change = on_change
 
     def transition(self, to: PluginState, reason: str | None = None) -> None:
         if to not in ALLOWED_TRANSITIONS[self.state]:
@@ -130,6 +131,8 @@ class PluginLifecycle:
         self.state = to
         self.reason = reason if to is PluginState.ERROR else None
         self.history.append(to)
+        if self.on_change is not None:
+            self.on_change()
 
     def fail(self, reason: str) -> None:
         """Enter ERROR from wherever the plugin is (ERROR itself included)."""
@@ -702,6 +705,7 @@ class PluginManager:
         self._backends: dict[str, LoadedPlugin] = {}
         self._started: list[LoadedPlugin] = []
         self._backend_locks: dict[str, trio.Lock] = {}
+        self._active: dict[PluginType, list[LoadedPlugin]] = {}
         """Plugins in the order they became active; shutdown goes in reverse."""
         self._search_dirs = [self._resolve_dir(d) for d in config.plugin_dirs]
 
@@ -799,6 +803,7 @@ class PluginManager:
             )
         await self._unload(record)
         self._plugins.pop(name, None)
+        self._plugins_changed()
 
     async def load_plugins_from_directory(self, directory: str | Path) -> list[PluginStatus]:
         """Load every plugin class found in ``directory/*.py`` (in dependency order)."""
@@ -962,13 +967,24 @@ class PluginManager:
     # -- views used by the pipeline --
 
     def active(self, plugin_type: PluginType) -> list[LoadedPlugin]:
-        """Active plugins of one type, in priority order (ties keep config order)."""
-        found = [
-            r
-            for r in self._plugins.values()
-            if r.plugin_type is plugin_type and r.lifecycle.state is PluginState.ACTIVE
-        ]
-        return sorted(found, key=lambda r: r.plugin_config.priority)
+        """Active plugins of one type, in priority order (ties keep config order).
+
+        Cached between lifecycle changes: every turn asks, plugins rarely change.
+        """
+        cached = self._active.get(plugin_type)
+        if cached is None:
+            found = [
+                r
+                for r in self._plugins.values()
+                if r.plugin_type is plugin_type and r.lifecycle.state is PluginState.ACTIVE
+            ]
+            cached = self._active[plugin_type] = sorted(
+                found, key=lambda r: r.plugin_config.priority
+            )
+        return cached
+
+    def _plugins_changed(self) -> None:
+        self._active.clear()
 
     @property
     def backend_names(self) -> list[str]:
@@ -988,7 +1004,7 @@ class PluginManager:
             name=name,
             spec=spec,
             plugin_config=plugin_config,
-            lifecycle=PluginLifecycle(name),
+            lifecycle=PluginLifecycle(name, on_change=self._plugins_changed),
             breaker=CircuitBreaker(
                 plugin_config.circuit_failure_threshold, plugin_config.circuit_reset_seconds
             ),
@@ -1068,6 +1084,7 @@ class PluginManager:
         existing = self._plugins.get(record.name)
         if existing is None or existing is record or not _is_live(existing):
             self._plugins[record.name] = record
+            self._plugins_changed()
             return
         record.lifecycle.fail(
             f"a plugin named {record.name!r} is already loaded; "

@@ -199,6 +199,8 @@ class _QuietHTTPServer(ThreadingHTTPServer):
 def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
+        # Small streamed writes must leave at once, not wait for a delayed ACK.
+        disable_nagle_algorithm = True
 
         def log_message(self, format: str, *args: Any) -> None:
             """Quiet: the tests read ``server.requests`` instead."""
