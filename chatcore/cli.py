@@ -344,10 +344,11 @@ def backends_check(config_path: Path | None, as_json: bool, timeout_s: float) ->
         width = max(len(r["name"]) for r in rows)
         for row in rows:
             mark = "ok  " if row["ok"] else "FAIL"
-            url, detail = row.get("url") or "", row["detail"]
-            where = f" {url}" if url and url not in detail else ""
-            line = f"{mark}  {row['name'].ljust(width)}{where}{': ' if detail else ''}{detail}"
-            click.echo(line.rstrip())
+            name, url = row["name"], row.get("url") or ""
+            detail = row["detail"].removeprefix(f"{name}: ")
+            if url and url not in detail:
+                detail = f"{url}  {detail}".strip()
+            click.echo(f"{mark}  {name.ljust(width)}  {detail}".rstrip())
     if not all(row["ok"] for row in rows):
         sys.exit(1)
 

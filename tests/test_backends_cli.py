@@ -77,3 +77,29 @@ def test_shipped_config_without_ollama_fails_fast_with_one_line() -> None:
     assert lines[0].startswith(f"error: ollama: cannot reach http://127.0.0.1:{port}")
     assert "ollama serve" in lines[0]
     assert "--backend" in lines[0]
+
+
+def test_backends_models_and_check_one_line_each(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        dead_port = probe.getsockname()[1]
+    with FakeOpenAI(models=("gpt-4o-mini", "gpt-4o")) as server:
+        config = tmp_path / "check.toml"
+        config.write_text(
+            f'[backends.openai]\nplugin = "openai"\nbase_url = "{server.url}/v1"\n'
+            'model = "gpt-4o-mini"\n'
+            f'[backends.ollama]\nplugin = "ollama"\nhost = "http://127.0.0.1:{dead_port}"\n'
+            'model = "llama3.2"\n'
+            '[backends.echo]\nplugin = "echo"\n'
+        )
+        models = run_cli("backends", "models", "openai", "--json", "--config", str(config), env={})
+        check = run_cli("backends", "check", "--config", str(config), env={})
+    assert json.loads(models.stdout) == ["gpt-4o-mini", "gpt-4o"]
+    assert check.returncode == 1  # ollama is down
+    lines = check.stdout.splitlines()
+    assert [line.split()[:2] for line in lines] == [
+        ["ok", "openai"],
+        ["FAIL", "ollama"],
+        ["ok", "echo"],
+    ]
+    assert f"cannot reach http://127.0.0.1:{dead_port}" in lines[1]
