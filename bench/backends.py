@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import contextlib
 import json
-import math
 import os
 import platform
 import shutil
@@ -33,6 +32,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
+
+from _report import Row, Summary, ms, print_table, ratio
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -445,64 +446,8 @@ def count_messages(config_file: Path) -> dict[str, int]:
 # --- statistics and tables (the style of bench/pipeline.py) ---------------------------------
 
 
-@dataclass(frozen=True)
-class Summary:
-    """Median and nearest-rank p95 of a sample, in milliseconds."""
-
-    median: float
-    p95: float
-    n: int
-
-    @classmethod
-    def of_ns(cls, samples_ns: Sequence[int]) -> Summary:
-        if not samples_ns:
-            raise ValueError("no samples")
-        ordered = sorted(samples_ns)
-        n = len(ordered)
-        mid = n // 2
-        median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-        p95 = ordered[max(1, math.ceil(0.95 * n)) - 1]
-        return cls(median / 1e6, p95 / 1e6, n)
-
-
-@dataclass(frozen=True)
-class Row:
-    what: str
-    median: str
-    p95: str = "—"
-    peer: str = "—"
-    ratio: str = "—"
-    target: str = "—"
-    met: str = "—"
-
-
-COLUMNS = ("what", "median", "p95", "peer median", "ratio", "target", "met?")
-
-
-def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
-    print(f"\n## {title}\n")
-    print("| " + " | ".join(COLUMNS) + " |")
-    print("|---|---:|---:|---:|---:|---|---|")
-    for r in rows:
-        cells = (r.what, r.median, r.p95, r.peer, r.ratio, r.target, r.met)
-        print("| " + " | ".join(cells) + " |")
-    for note in notes:
-        print(f"\n{note}")
-
-
-def ms(value: float, digits: int = 3) -> str:
-    return f"{value:.{digits}f} ms"
-
-
 def signed_ms(value: float, digits: int = 3) -> str:
     return f"{value:+.{digits}f} ms"
-
-
-def ratio(value: float, peer: float) -> str:
-    if peer <= 0:
-        return "—"
-    r = value / peer
-    return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
 
 
 @dataclass

@@ -21,3 +21,17 @@ def test_quick_benchmark_runs_and_its_self_checks_pass() -> None:
     for table in ("## Per-turn latency", "## Throughput", "## Cold start"):
         assert table in result.stdout
     assert "| what | median | p95 | peer median | ratio | target | met? |" in result.stdout
+
+
+def test_quick_backend_benchmark_runs_against_the_fake() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "backends.py"), "--quick", "--no-litellm"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "## Latency per request" in result.stdout
+    assert "## Time to first chunk" in result.stdout
+    assert "identical JSON" in result.stdout

@@ -1,0 +1,68 @@
+"""Statistics and Markdown tables shared by the benchmark scripts."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+__all__ = ["COLUMNS", "Row", "Summary", "ms", "print_table", "ratio"]
+
+
+@dataclass(frozen=True)
+class Summary:
+    """Median and nearest-rank p95 of a sample, in milliseconds."""
+
+    median: float
+    p95: float
+    n: int
+
+    @classmethod
+    def of_ns(cls, samples_ns: Sequence[int]) -> Summary:
+        if not samples_ns:
+            raise ValueError("no samples")
+        ordered = sorted(samples_ns)
+        n = len(ordered)
+        mid = n // 2
+        median = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+        p95 = ordered[max(1, math.ceil(0.95 * n)) - 1]
+        return cls(median / 1e6, p95 / 1e6, n)
+
+
+@dataclass(frozen=True)
+class Row:
+    what: str
+    median: str
+    p95: str = "—"
+    peer: str = "—"
+    ratio: str = "—"
+    target: str = "—"
+    met: str = "—"
+
+
+COLUMNS = ("what", "median", "p95", "peer median", "ratio", "target", "met?")
+
+
+def print_table(title: str, rows: Sequence[Row], notes: Sequence[str] = ()) -> None:
+    print(f"\n## {title}\n")
+    print("| " + " | ".join(COLUMNS) + " |")
+    print("|---|---:|---:|---:|---:|---|---|")
+    for r in rows:
+        cells = (r.what, r.median, r.p95, r.peer, r.ratio, r.target, r.met)
+        print("| " + " | ".join(cells) + " |")
+    for note in notes:
+        print(f"\n{note}")
+
+
+def ms(value: float, digits: int = 3) -> str:
+    return f"{value:.{digits}f} ms"
+
+
+def ratio(value: float, peer: float) -> str:
+    if peer <= 0:
+        return "—"
+    r = value / peer
+    return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
