@@ -89,13 +89,31 @@ def _print_json(value: Any) -> None:
 def cli(ctx: click.Context, config_path: Path | None, backend: str | None) -> None:
     """chatcore: offline-first chatbot middleware.
 
-    Run without a command to chat interactively on the configured backend.
+    Run without a command to open the chat app on the configured backend (in a
+    terminal; with piped input it reads one prompt per line instead).
     """
     if ctx.invoked_subcommand is None:
         config = _load(config_path, default_backend=backend)
+        if sys.stdin.isatty() and sys.stdout.isatty():
+            from tui.app import run_tui
+
+            _guarded(lambda: run_tui(config))
+            return
         from ._repl import run_repl
 
         _guarded(lambda: run_repl(config))
+
+
+@cli.command()
+@click.option("--backend", default=None, help="Backend to chat with (a [backends.NAME] table).")
+@click.option("--conversation", "conversation_id", default=None, help="Open conversation ID.")
+@config_option
+def tui(backend: str | None, conversation_id: str | None, config_path: Path | None) -> None:
+    """Open the chat app."""
+    config = _load(config_path, default_backend=backend)
+    from tui.app import run_tui
+
+    _guarded(lambda: run_tui(config, conversation=conversation_id))
 
 
 # --- ask -------------------------------------------------------------------------------------

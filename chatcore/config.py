@@ -50,6 +50,7 @@ __all__ = [
     "ReplicationConfig",
     "RouterConfig",
     "RuntimeConfig",
+    "TuiConfig",
     "expand_vars",
     "load_config",
     "resolve_config_path",
@@ -234,6 +235,23 @@ class RuntimeConfig(BaseModel):
         return self
 
 
+class TuiConfig(BaseModel):
+    """The terminal chat app."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+
+    keys: dict[str, str] = Field(default_factory=dict)
+    """Action id to key(s), e.g. { new_chat = "ctrl+n", plugins = "f2" }; see the help screen."""
+
+    theme: str | None = None
+    """Textual theme name (e.g. "textual-light"); empty keeps Textual's default."""
+
+    @field_validator("theme", mode="before")
+    @classmethod
+    def _blank_theme(cls, value: Any) -> Any:
+        return _blank_to_none(value)
+
+
 class RouterConfig(BaseModel):
     """Where a turn goes when its backend fails."""
 
@@ -305,6 +323,9 @@ class Config(BaseModel):
 
     router: RouterConfig = Field(default_factory=RouterConfig)
     """Fallback between backends."""
+
+    tui: TuiConfig = Field(default_factory=TuiConfig)
+    """The terminal chat app: key bindings and theme."""
 
     replication: ReplicationConfig = Field(default_factory=ReplicationConfig)
     """Redis replication settings."""

@@ -88,7 +88,7 @@ def test_example_loads_with_no_environment() -> None:
 def test_example_shows_every_key() -> None:
     raw = tomllib.loads(EXAMPLE.read_text(encoding="utf-8"))
     written = set(raw)
-    for section in ("runtime", "router", "replication"):
+    for section in ("runtime", "router", "tui", "replication"):
         written |= {f"{section}.{key}" for key in raw[section]}
     for backend in raw["backends"].values():
         written |= {f"backends.<name>.{key}" for key in backend}
@@ -475,7 +475,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
         ConfigError,
         match=r"c\.toml: colour: unknown key \(allowed: default_backend, data_dir, "
         r"max_message_chars, system_prompt, plugin_dirs, backends, plugins, runtime, router, "
-        r"replication\)",
+        r"tui, replication\)",
     ):
         load_config(path, env={})
 
@@ -692,6 +692,7 @@ def test_public_surface() -> None:
         "PluginEntry",
         "ReplicationConfig",
         "RouterConfig",
+        "TuiConfig",
         "RuntimeConfig",
         "expand_vars",
         "load_config",

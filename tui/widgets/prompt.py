@@ -1,0 +1,46 @@
+"""The multi-line prompt: Enter sends, Shift+Enter or Ctrl+J starts a new line."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from textual.message import Message
+from textual.widgets import TextArea
+
+if TYPE_CHECKING:
+    from textual import events
+
+__all__ = ["PromptInput"]
+
+
+class PromptInput(TextArea):
+    """A TextArea whose Enter submits instead of breaking the line."""
+
+    DEFAULT_CSS = """
+    PromptInput {
+        height: auto;
+        min-height: 3;
+        max-height: 10;
+    }
+    """
+
+    @dataclass
+    class Submitted(Message):
+        text: str
+
+    async def _on_key(self, event: events.Key) -> None:
+        if event.key == "enter":
+            event.prevent_default()
+            event.stop()
+            text = self.text
+            if text.strip():
+                self.post_message(self.Submitted(text))
+                self.clear()
+            return
+        if event.key in ("shift+enter", "ctrl+j"):
+            event.prevent_default()
+            event.stop()
+            self.insert("\n")
+            return
+        await super()._on_key(event)
