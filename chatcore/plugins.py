@@ -1200,16 +1200,22 @@ class PluginManager:
             circuit_failure_threshold=backend.circuit_failure_threshold,
             circuit_reset_seconds=backend.circuit_reset_seconds,
         )
-        return self._new_record(name, backend.plugin, plugin_config)
+        record = self._new_record(name, backend.plugin, plugin_config)
+        # Known before its class is imported (backends load on first use).
+        record.plugin_type = PluginType.BACKEND_PROVIDER
+        return record
 
     async def _activate_backend(self, record: LoadedPlugin, backend: BackendConfig) -> None:
         self._import(record)
         if record.lifecycle.state is PluginState.ERROR:
             return
-        if record.plugin_type is not PluginType.BACKEND_PROVIDER:
+        if record.metadata is not None and record.metadata.plugin_type is not (
+            PluginType.BACKEND_PROVIDER
+        ):
             record.lifecycle.transition(
                 PluginState.ERROR,
-                f"backends.{record.name}.plugin: {backend.plugin!r} is a {record.plugin_type} "
+                f"backends.{record.name}.plugin: {backend.plugin!r} is a "
+                f"{record.metadata.plugin_type} "
                 "plugin, not a backend",
             )
             return

@@ -102,6 +102,11 @@ class ChatcoreApp(App[None]):
         await self.bridge.stop()  # in-flight replies are saved as partial
         self.exit()
 
+    async def on_unmount(self) -> None:
+        # However the app ends (quit, an error, a test harness), Trio must finish
+        # before the asyncio loop does: one Trio run per thread.
+        await self.bridge.stop()
+
     # -- actions ----------------------------------------------------------------------------
 
     async def action_new_chat(self) -> None:

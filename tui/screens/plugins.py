@@ -2,25 +2,43 @@
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from rich.style import Style
+from rich.text import Text
+from textual import on
 from textual.binding import Binding, BindingType
 from textual.message import Message as UIMessage
 from textual.screen import Screen
-from textual.widgets import DataTable, Footer, Label
+from textual.widgets import DataTable, Footer, Label, Static
 
 from chatcore import ChatcoreError
 
 if TYPE_CHECKING:
+    from collections.abc import Awaitable, Callable, Sequence
+
     from textual.app import ComposeResult
 
-    from chatcore.plugins import PluginStatus
+    from chatcore.plugins import PluginManager, PluginStatus
     from tui.app import ChatcoreApp
 
-__all__ = ["COLUMNS", "REFRESH_SECONDS", "PluginsScreen"]
+__all__ = [
+    "COLUMNS",
+    "LAST_ERROR_WIDTH",
+    "REFRESH_SECONDS",
+    "PluginsScreen",
+    "cell_text",
+    "summary",
+]
 
 REFRESH_SECONDS = 0.5
+"""How often the table is re-read from the engine."""
+
+LAST_ERROR_WIDTH = 40
+"""Characters of the last error shown in its cell; the detail line below has all of it."""
+
 COLUMNS = (
     "name",
     "type",
@@ -34,6 +52,66 @@ COLUMNS = (
     "p95_ms",
     "last_error",
 )
+"""Column keys, named after the fields of ``PluginStatus``."""
+
+_LABELS = {
+    "name": "name",
+    "type": "type",
+    "state": "state",
+    "priority": "prio",
+    "calls": "calls",
+    "failures": "failures",
+    "timeouts": "timeouts",
+    "circuit": "circuit",
+    "p50_ms": "p50 ms",
+    "p95_ms": "p95 ms",
+    "last_error": "last error",
+}
+_NUMERIC = frozenset({"priority", "calls", "failures", "timeouts", "p50_ms", "p95_ms"})
+
+# Which theme colour marks a state worth noticing (CSS variable names of the theme).
+_STATE_COLOURS = {"active": "success", "paused": "warning", "error": "error"}
+_CIRCUIT_COLOURS = {"open": "error", "half_open": "warning"}
+
+
+def cell_text(column: str, value: Any) -> str:
+    """How one value of a ``PluginStatus`` reads in its cell (plain text)."""
+    if value is None:
+        return ""
+    if column in ("p50_ms", "p95_ms"):
+        return f"{float(value):.2f}"
+    text = str(value)
+    if column == "last_error":
+        text = " ".join(text.split())  # a multi-line error would make the row taller
+        if len(text) > LAST_ERROR_WIDTH:
+            text = text[: LAST_ERROR_WIDTH - 1] + "…"
+    return text
+
+
+def summary(rows: Sequence[PluginStatus]) -> str:
+    """The title line: how many plugins and backends, and what needs attention."""
+    backends = sum(1 for r in rows if r.type == "backend")
+    parts = [_count(len(rows) - backends, "plugin"), _count(backends, "backend")]
+    open_circuits = sum(1 for r in rows if r.circuit == "open")
+    half_open = sum(1 for r in rows if r.circuit == "half_open")
+    paused = sum(1 for r in rows if r.state == "paused")
+    failed = sum(1 for r in rows if r.state == "error")
+    if open_circuits:
+        parts.append(_count(open_circuits, "circuit") + " open")
+    if half_open:
+        parts.append(_count(half_open, "circuit") + " half open")
+    if paused:
+        parts.append(f"{paused} paused")
+    if failed:
+        parts.append(f"{failed} in error")
+    return ", ".join(parts)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+# --- messages from the engine side ------------------------------------------------------------
 
 
 @dataclass
@@ -47,8 +125,51 @@ class ActionDone(UIMessage):
     error: bool = False
 
 
+async def _pause(plugins: PluginManager, name: str) -> str:
+    await plugins.pause(name)
+    return f"Paused {name}."
+
+
+async def _resume(plugins: PluginManager, name: str) -> str:
+    await plugins.resume(name)
+    return f"Resumed {name}."
+
+
+async def _reload(plugins: PluginManager, name: str) -> str:
+    status = await plugins.reload(name)
+    if status.state == "error":
+        # The manager keeps a failed reload listed in ERROR instead of raising.
+        raise ChatcoreError(f"{name}: {status.last_error or 'reload failed'}")
+    return f"Reloaded {name} ({status.state})."
+
+
+async def _reset_circuit(plugins: PluginManager, name: str) -> str:
+    plugins.reset_circuit(name)
+    return f"Circuit of {name} reset."
+
+
 class PluginsScreen(Screen[None]):
     """Plugins and backends with their state, circuit and call statistics."""
+
+    DEFAULT_CSS = """
+    PluginsScreen > #plugins-title {
+        width: 1fr;
+        padding: 0 1;
+        background: $panel;
+        color: $text;
+        text-style: bold;
+    }
+    PluginsScreen > #plugins {
+        height: 1fr;
+    }
+    PluginsScreen > #plugins-detail {
+        height: auto;
+        max-height: 4;
+        padding: 0 1;
+        background: $surface;
+        color: $text-muted;
+    }
+    """
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape,f2", "app.pop_screen", "Back", id="close_plugins"),
@@ -58,81 +179,176 @@ class PluginsScreen(Screen[None]):
         Binding("c", "reset_circuit", "Reset circuit", id="reset_circuit"),
     ]
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._rows: dict[str, PluginStatus] = {}
+        self._cells: dict[str, tuple[Text, ...]] = {}
+
     @property
     def chat_app(self) -> ChatcoreApp:
         return self.app  # type: ignore[return-value]
 
     def compose(self) -> ComposeResult:
-        yield Label("Plugins and backends", id="plugins-title")
+        yield Label("Plugins and backends: waiting for the engine…", id="plugins-title")
         yield DataTable(id="plugins", cursor_type="row", zebra_stripes=True)
+        yield Static("", id="plugins-detail")
         yield Footer()
 
     def on_mount(self) -> None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#plugins", DataTable)
         for column in COLUMNS:
-            table.add_column(column, key=column)
+            width = LAST_ERROR_WIDTH if column == "last_error" else None
+            table.add_column(_LABELS[column], key=column, width=width)
         self.read_status()
         self.set_interval(REFRESH_SECONDS, self.read_status)
         table.focus()
 
+    # -- reading ------------------------------------------------------------------------------
+
     def read_status(self) -> None:
         """Ask the engine for fresh rows (read inside Trio: circuits use Trio's clock)."""
-        engine = self.chat_app.bridge.engine
-        if engine is None:
+        bridge = self.chat_app.bridge
+        engine = bridge.engine
+        if engine is None or not bridge.running:
             return
-        self.chat_app.bridge.call(
-            lambda: self.post_message(StatusRead(list(engine.plugins.get_plugin_status().values())))
-        )
+
+        def read() -> None:
+            # An exception escaping a Trio callback would crash the whole engine run.
+            try:
+                rows = list(engine.plugins.get_plugin_status().values())
+            except Exception as exc:
+                self.post_message(ActionDone(f"Could not read plugin status: {exc!r}", True))
+                return
+            self.post_message(StatusRead(rows))
+
+        # Trio's run may have ended before the bridge heard of it (RunFinishedError).
+        with contextlib.suppress(RuntimeError):
+            bridge.call(read)
 
     def on_status_read(self, event: StatusRead) -> None:
-        table = self.query_one(DataTable)
-        for status in event.rows:
-            row = status.as_dict()
-            cells = ["" if row[c] is None else str(row[c]) for c in COLUMNS]
-            if status.name in table.rows:
-                for column, value in zip(COLUMNS, cells, strict=True):
-                    table.update_cell(status.name, column, value)
-            else:
-                table.add_row(*cells, key=status.name)
+        table = self.query_one("#plugins", DataTable)
+        selected = self._selected()
+        self._rows = {row.name: row for row in event.rows}
+        cells = {name: self._row_cells(row) for name, row in self._rows.items()}
+        if list(cells) != [key.value for key in table.rows]:
+            # Rows came or went (load, unload, reload): rebuild in the engine's order.
+            table.clear()
+            for name, row_cells in cells.items():
+                table.add_row(*row_cells, key=name)
+            if selected in cells:
+                table.move_cursor(row=list(cells).index(selected), animate=False)
+        else:
+            for name, row_cells in cells.items():
+                before = self._cells.get(name, ())
+                for index, (column, cell) in enumerate(zip(COLUMNS, row_cells, strict=True)):
+                    if index >= len(before) or not _same(before[index], cell):
+                        table.update_cell(name, column, cell, update_width=True)
+        self._cells = cells
+        self.query_one("#plugins-title", Label).update(summary(event.rows))
+        self._show_detail()
+
+    def _row_cells(self, status: PluginStatus) -> tuple[Text, ...]:
+        colours = self.app.get_css_variables()
+        values = status.as_dict()
+        cells = []
+        for column in COLUMNS:
+            text = cell_text(column, values[column])
+            colour = None
+            if column == "state":
+                colour = _STATE_COLOURS.get(text)
+            elif column == "circuit":
+                colour = _CIRCUIT_COLOURS.get(text)
+            # Text, never a plain str: DataTable would parse "[...]" in an error as markup.
+            cells.append(
+                Text(
+                    text,
+                    style=_style(colours.get(colour, "")) if colour else "",
+                    justify="right" if column in _NUMERIC else "left",
+                    no_wrap=True,
+                    overflow="ellipsis",
+                )
+            )
+        return tuple(cells)
+
+    @on(DataTable.RowHighlighted, "#plugins")
+    def _row_highlighted(self) -> None:
+        self._show_detail()
+
+    def _show_detail(self) -> None:
+        detail = self.query_one("#plugins-detail", Static)
+        name = self._selected()
+        row = self._rows.get(name) if name is not None else None
+        if row is None:
+            detail.update("")
+            return
+        text = Text(row.name, style="bold")
+        about = " ".join(part for part in (row.plugin, row.version) if part)
+        if about:
+            text.append(f"  {about}")
+        if row.description:
+            text.append(f"  {row.description}")
+        if row.last_error:
+            text.append(f"\nlast error: {row.last_error}")
+        detail.update(text)
+
+    # -- actions ------------------------------------------------------------------------------
 
     def _selected(self) -> str | None:
-        table = self.query_one(DataTable)
+        table = self.query_one("#plugins", DataTable)
         if table.row_count == 0:
             return None
         key, _ = table.coordinate_to_cell_key(table.cursor_coordinate)
         return None if key.value is None else str(key.value)
 
-    def _run(self, what: str, call: Any) -> None:
+    def _run(self, operation: Callable[[PluginManager, str], Awaitable[str]]) -> None:
         name = self._selected()
         engine = self.chat_app.bridge.engine
-        if name is None or engine is None:
+        if engine is None:
+            self.notify("The engine is still starting.", severity="warning")
+            return
+        if name is None:
+            self.notify("No plugin selected.", severity="warning")
             return
 
         async def act() -> None:
+            # A failed admin action is reported, never allowed to take the engine down.
             try:
-                await call(engine.plugins, name)
+                text = await operation(engine.plugins, name)
             except ChatcoreError as exc:
-                self.post_message(ActionDone(f"{what} {name}: {exc}", error=True))
+                self.post_message(ActionDone(str(exc), error=True))
+            except Exception as exc:
+                self.post_message(ActionDone(f"{name}: {type(exc).__name__}: {exc}", error=True))
             else:
-                self.post_message(ActionDone(f"{what} {name}: done"))
+                self.post_message(ActionDone(text))
 
         self.chat_app.bridge.spawn(act)
 
     def action_pause(self) -> None:
-        self._run("pause", lambda plugins, name: plugins.pause(name))
+        self._run(_pause)
 
     def action_resume(self) -> None:
-        self._run("resume", lambda plugins, name: plugins.resume(name))
+        self._run(_resume)
 
     def action_reload(self) -> None:
-        self._run("reload", lambda plugins, name: plugins.reload(name))
+        self._run(_reload)
 
     def action_reset_circuit(self) -> None:
-        async def reset(plugins: Any, name: str) -> None:
-            plugins.reset_circuit(name)
-
-        self._run("reset circuit of", reset)
+        self._run(_reset_circuit)
 
     def on_action_done(self, event: ActionDone) -> None:
-        self.notify(event.text, severity="error" if event.error else "information")
+        # markup=False: plugin errors are arbitrary text and may contain "[".
+        self.notify(event.text, severity="error" if event.error else "information", markup=False)
         self.read_status()
+
+
+def _same(a: Text, b: Text) -> bool:
+    # Text equality ignores the style, and a theme switch changes only the style.
+    return (a.plain, str(a.style)) == (b.plain, str(b.style))
+
+
+def _style(colour: str) -> Style | str:
+    """A Rich style for a theme colour; themes may use names Rich doesn't know."""
+    try:
+        return Style(color=colour)
+    except Exception:
+        return ""
