@@ -4,52 +4,28 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from textual import on
-from textual.app import App, ComposeResult, SystemCommand
-from textual.binding import Binding, BindingType
-from textual.containers import Vertical
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Label, OptionList
-from textual.widgets.option_list import Option
+from textual.app import App, SystemCommand
+from textual.binding import Binding, BindingsMap, BindingType
+from textual.keys import key_to_character
 
 from tui.bridge import EngineBridge, EngineFailed, EngineReady
 from tui.screens.chat import ChatScreen
-from tui.screens.help import HelpScreen
+from tui.screens.help import HelpScreen, key_rows
 from tui.screens.plugins import PluginsScreen
+
+# The dialogs are re-exported: the help screen lists the screens of the app's module.
+from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
+from tui.widgets.prompt import PromptInput
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
+    from textual.dom import DOMNode
+    from textual.screen import Screen
+
     from chatcore import Config, Message
 
-__all__ = ["ChatcoreApp", "run_tui"]
-
-
-class BackendSwitcher(ModalScreen[str | None]):
-    """Pick the backend for the next turns: name, plugin and model of each configured one."""
-
-    BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "dismiss(None)", "Cancel", id="cancel_switch")
-    ]
-
-    def __init__(self, config: Config, current: str) -> None:
-        super().__init__()
-        self.config = config
-        self.current = current
-
-    def compose(self) -> ComposeResult:
-        with Vertical(id="switcher"):
-            yield Label("Switch backend")
-            options = []
-            for name, backend in self.config.backends.items():
-                mark = "● " if name == self.current else "  "
-                model = backend.model or "default model"
-                options.append(Option(f"{mark}{name}  ({backend.plugin}, {model})", id=name))
-            yield OptionList(*options, id="backends")
-
-    @on(OptionList.OptionSelected)
-    def chosen(self, event: OptionList.OptionSelected) -> None:
-        self.dismiss(event.option.id)
+__all__ = ["BackendSwitcher", "ChatcoreApp", "ConfirmDialog", "TextPrompt", "run_tui"]
 
 
 class ChatcoreApp(App[None]):
@@ -60,7 +36,10 @@ class ChatcoreApp(App[None]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("ctrl+n", "new_chat", "New chat", id="new_chat"),
         Binding("ctrl+b", "switch_backend", "Backend", id="switch_backend"),
-        Binding("ctrl+y", "copy_reply", "Copy reply", id="copy_reply"),
+        # Priority: the prompt (a TextArea) would otherwise take ctrl+y as "redo". Not in
+        # the footer: a priority binding takes the place of the key it overrides there
+        # (first), and 80 columns don't hold one more; the palette and help list it.
+        Binding("ctrl+y", "copy_reply", "Copy reply", id="copy_reply", priority=True, show=False),
         Binding("f2", "plugins", "Plugins", id="plugins"),
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
@@ -74,6 +53,7 @@ class ChatcoreApp(App[None]):
         self.backend = backend or config.default_backend
         self.initial_conversation = conversation
         self.bridge = EngineBridge(self, config)
+        self.engine_error: str | None = None
         self.last_reply: Message | None = None
         self.keys: dict[str, str] = dict(config.tui.keys)
         """Action id → key(s) from `[tui.keys]`; the footer and help follow it."""
@@ -86,26 +66,70 @@ class ChatcoreApp(App[None]):
             self.theme = self.config.tui.theme
         if self.keys:
             self.set_keymap(self.keys)
-        self.push_screen(self.chat)
+        self.push_screen(self.chat)  # it calls check_keys once its widgets are there
         self.bridge.start()
 
     def on_engine_ready(self, event: EngineReady) -> None:
         self.chat.engine_ready()
         if self.initial_conversation:
             self.chat.open_conversation(self.initial_conversation)
-        self.chat.check_default_backend()
+        self.chat.check_backend()
 
     async def on_engine_failed(self, event: EngineFailed) -> None:
-        await self.chat.show_notice(event.error)
+        self.engine_error = event.error
+        await self.chat.show_notice(event.error, advice="restart")
+
+    async def on_unmount(self) -> None:
+        # However the app ends (quit, an error, a test harness), the engine closes and keeps
+        # replies in flight, and Trio finishes before the asyncio loop: one run per thread.
+        await self.bridge.stop()
 
     async def action_quit(self) -> None:
         await self.bridge.stop()  # in-flight replies are saved as partial
         self.exit()
 
-    async def on_unmount(self) -> None:
-        # However the app ends (quit, an error, a test harness), Trio must finish
-        # before the asyncio loop does: one Trio run per thread.
-        await self.bridge.stop()
+    def check_keys(self) -> None:
+        """Warn about ``[tui.keys]`` entries that can't work as written.
+
+        An id that names no action rebinds nothing (a typo). While the message box has
+        focus, which is most of the time, it gets keys first: what it types (letters)
+        and what it edits with (ctrl+a, ctrl+k, ctrl+y...) never reach the app's and
+        the chat's own bindings, unless they are priority bindings, which in turn
+        would make a letter impossible to type.
+        """
+        known = {row.id for row in key_rows(self)}
+        unknown = sorted(set(self.keys) - known)
+        if unknown:
+            self._warn(
+                f"[tui.keys] has no action {', '.join(map(repr, unknown))}; "
+                f"{self.key_for('help')} lists the action ids."
+            )
+        editing = _keys_of(PromptInput)
+        behind_prompt = {
+            b.id: b.priority
+            for b in [*self.BINDINGS, *ChatScreen.BINDINGS]
+            if isinstance(b, Binding) and b.id
+        }
+        for binding_id, keys in sorted(self.keys.items()):
+            if binding_id not in behind_prompt:
+                continue
+            priority = behind_prompt[binding_id]
+            for key in sorted(_keys_of(keys)):
+                character = key_to_character(key)
+                if character is not None and character.isprintable():
+                    self._warn(
+                        f"[tui.keys] {binding_id} = {keys!r}: {key} is typed into the message "
+                        + ("box, you couldn't type it any more" if priority else "box instead")
+                        + "; pick a key with ctrl, alt or a function key."
+                    )
+                elif key in editing and not priority:
+                    self._warn(
+                        f"[tui.keys] {binding_id} = {keys!r}: the message box edits with {key} "
+                        "and gets it first while you type; pick another key."
+                    )
+
+    def _warn(self, text: str) -> None:
+        self.notify(text, severity="warning", markup=False, timeout=10)
 
     # -- actions ----------------------------------------------------------------------------
 
@@ -114,13 +138,22 @@ class ChatcoreApp(App[None]):
 
     def action_switch_backend(self) -> None:
         def switched(name: str | None) -> None:
-            if name:
+            if name and name != self.backend:
                 self.backend = name
                 self.chat.refresh_status()
                 self.notify(f"Now on {name}")
-                self.chat.check_default_backend()
+                self.chat.check_backend()
 
         self.push_screen(BackendSwitcher(self.config, self.backend), switched)
+
+    def action_rename_conversation(self) -> None:
+        self.chat.action_rename_conversation()
+
+    def action_delete_conversation(self) -> None:
+        self.chat.action_delete_conversation()
+
+    def action_export_conversation(self) -> None:
+        self.chat.action_export_conversation()
 
     def action_copy_reply(self) -> None:
         if self.last_reply is None:
@@ -137,21 +170,73 @@ class ChatcoreApp(App[None]):
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
+    # -- helpers for the screens ------------------------------------------------------------
+
     def backend_model(self, name: str) -> str | None:
         backend = self.config.backends.get(name)
         if backend is None:
             return None
         return backend.model or ("echo" if backend.plugin == "echo" else None)
 
+    def key_for(self, binding_id: str) -> str:
+        """The key that runs ``binding_id`` now (``[tui.keys]`` first), for hints in the UI."""
+        if binding_id in self.keys:
+            return self.keys[binding_id].split(",")[0].strip()
+        for row in key_rows(self):
+            if row.id == binding_id:
+                return row.key.split(",")[0].strip()
+        return binding_id
+
+    def engine_unavailable(self) -> str:
+        """Why a turn can't be sent now."""
+        if self.engine_error is not None:
+            return f"The engine is not running ({self.engine_error}); restart chatcore."
+        if self.bridge.engine is None and self.bridge.running:
+            return "The engine is still starting."
+        return "The engine is not running; restart chatcore."
+
     def get_system_commands(self, screen: Screen[Any]) -> Iterable[SystemCommand]:
-        yield from super().get_system_commands(screen)
+        """Every action of the app, for the command palette (ctrl+p)."""
         yield SystemCommand("New chat", "Start a new conversation", self.action_new_chat)
         yield SystemCommand(
             "Switch backend", "Choose the backend for the next turns", self.action_switch_backend
         )
+        yield SystemCommand(
+            "Rename conversation",
+            "Give the open (or highlighted) conversation a new title",
+            self.action_rename_conversation,
+        )
+        yield SystemCommand(
+            "Delete conversation",
+            "Delete the open (or highlighted) conversation, after asking",
+            self.action_delete_conversation,
+        )
+        yield SystemCommand(
+            "Export to Markdown",
+            "Write the conversation to a .md file under the data folder",
+            self.action_export_conversation,
+        )
         yield SystemCommand("Plugins", "Plugins and backends, live", self.action_plugins)
-        yield SystemCommand("Copy last reply", "To the clipboard", self.action_copy_reply)
         yield SystemCommand("Help", "Keys and actions", self.action_help)
+        yield SystemCommand("Copy last reply", "To the clipboard", self.action_copy_reply)
+        yield SystemCommand(
+            "Quit", "Stop the engine (a reply in flight is kept) and exit", self.action_quit
+        )
+        # Textual's own (theme, keys panel, screenshot...), without its second "Quit".
+        for command in super().get_system_commands(screen):
+            if command.title != "Quit":
+                yield command
+
+
+def _keys_of(source: type[DOMNode] | str) -> set[str]:
+    """The keys a widget class binds (its bases' too), or those a keymap value names,
+    spelled the way Textual stores them."""
+    if isinstance(source, str):
+        return {b.key for b in Binding.make_bindings([Binding(source, "noop")])}
+    keys: set[str] = set()
+    for cls in source.__mro__:
+        keys.update(BindingsMap(cls.__dict__.get("BINDINGS", [])).key_to_bindings)
+    return keys
 
 
 def run_tui(config: Config, *, backend: str | None = None, conversation: str | None = None) -> None:

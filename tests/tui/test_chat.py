@@ -1,26 +1,137 @@
-"""The chat app driven through Textual's Pilot on the real engine (echo backend)."""
+"""The chat app driven through Textual's Pilot on the real engine (echo backend unless stated)."""
 
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
+import trio
+from textual.widgets import Input, OptionList, Static
 
-from chatcore import load_config
+import tui.app
+from chatcore import Config, Message, MessageStatus, Role, load_config, open_engine
+from chatcore.store import Store, TurnRecord
 from tui.app import ChatcoreApp
-from tui.screens.chat import MessageView
+from tui.screens.chat import ChatScreen, MessageView
+from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList
+from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
+from tui.widgets.message import NoticeView
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from textual.pilot import Pilot
 
 pytestmark = pytest.mark.asyncio
 
+ECHO = 'default_backend = "echo"\n[backends.echo]\nplugin = "echo"\n'
+SLOW = ECHO + '[backends.slow]\nplugin = "echo"\ndelay_seconds = 0.2\n'
+LONG_TEXT = "a b c d e f g h i j"
 
-async def wait_for(condition, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+
+class RecordingApp(ChatcoreApp):
+    """The app, keeping the notifications it shows."""
+
+    # CSS_PATH is relative to the module defining the class: point at the app's own file.
+    CSS_PATH = str(Path(tui.app.__file__).with_name("chatcore.tcss"))
+
+    def __init__(self, config: Config) -> None:
+        super().__init__(config)
+        self.notes: list[str] = []
+
+    def notify(self, message: str, **kwargs: Any) -> None:
+        self.notes.append(message)
+        super().notify(message, **kwargs)
+
+
+async def wait_for(condition: Callable[[], object], timeout: float = 10.0) -> None:
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     while not condition():
         if loop.time() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.02)
+
+
+def config_from(tmp_path: Path, text: str) -> Config:
+    path = tmp_path / "chatcore.toml"
+    path.write_text(text)
+    return load_config(path)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def conversations(app: ChatcoreApp) -> ConversationList:
+    return app.chat.query_one(ConversationList)
+
+
+def titles(app: ChatcoreApp) -> list[str]:
+    return [str(option.prompt) for option in conversations(app).options]
+
+
+def log_views(app: ChatcoreApp) -> list[tuple[str, str]]:
+    return [(v.role.value, v.text) for v in app.chat.query(MessageView)]
+
+
+def notices(app: ChatcoreApp) -> list[str]:
+    return [n.text for n in app.chat.query(NoticeView)]
+
+
+def flags(app: ChatcoreApp) -> list[str]:
+    return [str(flag.render()) for flag in app.chat.query(".flag").results(Static)]
+
+
+async def started(app: ChatcoreApp) -> None:
+    """The engine is up and the conversation list has been read once."""
+    await wait_for(lambda: app.bridge.engine is not None)
+    await wait_for(lambda: conversations(app).option_count > 0)
+
+
+async def send(pilot: Pilot[None], text: str) -> None:
+    """Type ``text`` in the prompt, send it, and wait until its turn is over."""
+    app = pilot.app
+    assert isinstance(app, ChatcoreApp)
+    before = app.chat.state.turns
+    await pilot.press(*text)
+    await pilot.press("enter")
+    await wait_for(lambda: app.chat.state.turns == before + 1 and app.chat.state.turn is None)
+
+
+async def seed(config: Config, *talks: list[str]) -> list[str]:
+    """Chat through the engine itself (as another run of chatcore would); return the ids."""
+
+    async def run() -> list[str]:
+        async with open_engine(config) as engine:
+            ids = []
+            for texts in talks:
+                conversation = engine.conversation()
+                for text in texts:
+                    await conversation.send(text)
+                ids.append(conversation.id)
+            return ids
+
+    return await asyncio.to_thread(trio.run, run)
+
+
+async def stored(config: Config) -> dict[str, tuple[str, list[Message]]]:
+    """Every stored conversation: id → (title, messages), read after the app has exited."""
+
+    async def run() -> dict[str, tuple[str, list[Message]]]:
+        async with open_engine(config) as engine:
+            summaries = await engine.list_conversations()
+            return {s.id: (s.title, await engine.conversation(s.id).messages()) for s in summaries}
+
+    return await asyncio.to_thread(trio.run, run)
+
+
+# --- chatting ------------------------------------------------------------------------------------
 
 
 async def test_type_send_and_see_the_streamed_reply(data_dir: Path) -> None:
@@ -31,9 +142,478 @@ async def test_type_send_and_see_the_streamed_reply(data_dir: Path) -> None:
         await pilot.press(*"hello there")
         await pilot.press("enter")
         await wait_for(lambda: app.last_reply is not None)
-        views = app.screen.query(MessageView)
-        assert [(v.role.value, v.text) for v in views] == [
-            ("user", "hello there"),
-            ("assistant", "echo: hello there"),
+        assert log_views(app) == [("user", "hello there"), ("assistant", "echo: hello there")]
+        await pilot.press("ctrl+q")
+
+
+async def test_ctrl_b_switches_the_backend_for_the_next_reply(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(
+        tmp_path, ECHO + '[backends.context]\nplugin = "engine_plugins:ContextBackend"\n'
+    )
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await send(pilot, "first")
+        await pilot.press("ctrl+b")
+        await wait_for(lambda: isinstance(app.screen, BackendSwitcher))
+        assert app.screen.query_one(OptionList).highlighted == 0  # the current one, echo
+        await pilot.press("down", "enter")
+        await wait_for(lambda: isinstance(app.screen, ChatScreen))
+        assert app.backend == "context"
+        assert "backend context" in str(app.chat.query_one("#status").render())
+        await send(pilot, "second")
+        # The second reply is ContextBackend's, and it saw the first turn (same conversation).
+        assert log_views(app)[-1] == (
+            "assistant",
+            "system=None model=None history=user:first|assistant:echo: first|user:second",
+        )
+        await pilot.press("ctrl+q")
+
+
+async def test_a_past_conversation_opens_from_the_list(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+    older, newer = await seed(config, ["about cats", "and dogs"], ["about trains"])
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        assert titles(app) == ["about trains", "about cats"]  # newest first, with titles
+        listing = conversations(app)
+        listing.focus()
+        await wait_for(lambda: app.chat.focused is listing)
+        await pilot.press("down")
+        assert listing.highlighted_id == newer
+        await pilot.press("down", "enter")
+        await wait_for(lambda: app.chat.state.conversation_id == older)
+        await wait_for(lambda: len(log_views(app)) == 4)
+        assert log_views(app) == [
+            ("user", "about cats"),
+            ("assistant", "echo: about cats"),
+            ("user", "and dogs"),
+            ("assistant", "echo: and dogs"),
+        ]
+        assert str(app.chat.query_one("#title", Static).render()) == "about cats"
+        # Going on in it adds to the same conversation, which moves to the top.
+        app.chat.query_one("#prompt").focus()
+        await send(pilot, "and birds")
+        await wait_for(lambda: titles(app) == ["about cats", "about trains"])
+        await pilot.press("ctrl+q")
+    talks = await stored(config)
+    assert [m.content for m in talks[older][1]][-2:] == ["and birds", "echo: and birds"]
+    assert len(talks[newer][1]) == 2
+
+
+async def test_escape_stops_a_slow_reply_and_keeps_it_partial(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.press(*LONG_TEXT)
+        await pilot.press("enter")
+        await wait_for(lambda: log_views(app)[-1][1].startswith("echo:"))
+        await pilot.press("escape")
+        await wait_for(lambda: app.chat.state.turn is None)
+        role, shown = log_views(app)[-1]
+        assert role == "assistant" and shown.startswith("echo: ")
+        assert len(shown) < len("echo: " + LONG_TEXT)
+        assert flags(app) == ["[partial]"]
+        await pilot.press("ctrl+q")
+    ((_, messages),) = (await stored(config)).values()
+    reply = messages[-1]
+    assert reply.role is Role.ASSISTANT and reply.status is MessageStatus.PARTIAL
+    assert reply.content == shown
+
+
+async def test_quitting_during_a_slow_reply_keeps_it_partial(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.press(*LONG_TEXT)
+        await pilot.press("enter")
+        await wait_for(lambda: log_views(app)[-1][1].startswith("echo:"))
+        await pilot.press("ctrl+q")
+        await wait_for(lambda: not app.bridge.running)
+    assert app.return_code == 0
+    ((_, messages),) = (await stored(config)).values()
+    assert [m.role for m in messages] == [Role.USER, Role.ASSISTANT]
+    assert messages[0].content == LONG_TEXT
+    assert messages[1].status is MessageStatus.PARTIAL
+    assert messages[1].content.startswith("echo: ")
+
+
+# --- failures are notices, and the app goes on -------------------------------------------------
+
+FAILURES = """
+[backends.down]
+plugin = "ollama"
+host = "http://127.0.0.1:{port}"
+model = "llama3.2"
+max_retries = 0
+
+[backends.nokey]
+plugin = "openai"
+base_url = "https://api.openai.com/v1"
+model = "gpt-4o-mini"
+
+[backends.failing]
+plugin = "engine_plugins:FailingBackend"
+max_retries = 0
+
+[[plugins]]
+plugin = "engine_plugins:Blocker"
+"""
+
+
+@pytest.mark.parametrize(
+    ("backend", "text", "expected", "reply", "flag"),
+    [
+        pytest.param(
+            "down",
+            "hello",
+            ["down: cannot reach http://127.0.0.1:", "ollama serve", "ctrl+b switches backend"],
+            None,  # nothing was said: no empty reply, the notice tells what happened
+            None,
+            id="unreachable",
+        ),
+        pytest.param(
+            "nokey",
+            "hello",
+            ["nokey: no API key: set $OPENAI_API_KEY", "ctrl+b switches backend"],
+            None,
+            None,
+            id="auth",
+        ),
+        pytest.param(
+            "failing",
+            "hello",
+            ["backend 'failing' failed: ConnectionError: connection reset by peer", "ctrl+b"],
+            "half a reply",  # what arrived before the failure stays, flagged
+            "[partial]",
+            id="failed-mid-reply",
+        ),
+        pytest.param(
+            "echo",
+            "a forbidden topic",
+            ["plugin 'blocker'", "did not reach the backend", "f2 shows the plugins"],
+            "I can't help with that.",  # the plugin's answer is the reply
+            None,
+            id="blocked",
+        ),
+    ],
+)
+async def test_a_failed_turn_is_a_notice_and_the_app_stays_usable(
+    data_dir: Path,
+    tmp_path: Path,
+    backend: str,
+    text: str,
+    expected: list[str],
+    reply: str | None,
+    flag: str | None,
+) -> None:
+    app = ChatcoreApp(config_from(tmp_path, ECHO + FAILURES.format(port=closed_port())))
+    async with app.run_test() as pilot:
+        await started(app)
+        app.backend = backend
+        await send(pilot, text)
+        (notice,) = notices(app)
+        for fragment in expected:
+            assert fragment in notice
+        assert "Traceback" not in notice and "unexpected error" not in notice
+        said = [("assistant", reply)] if reply is not None else []
+        assert log_views(app) == [("user", text), *said]
+        assert flags(app) == ([flag] if flag else [])
+
+        app.backend = "echo"
+        await send(pilot, "still here?")
+        assert log_views(app)[-1] == ("assistant", "echo: still here?")
+        await pilot.press("ctrl+q")
+
+
+async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
+    data_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("CHATCORE_BACKEND", raising=False)
+    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{closed_port()}")
+    config = load_config()
+    assert config.default_backend == "ollama"
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await wait_for(lambda: notices(app))
+        (notice,) = notices(app)
+        assert notice.startswith("Backend ollama is not ready: ollama: cannot reach")
+        assert "ollama serve" in notice
+        assert "ctrl+b switches backend (also configured: openai, anthropic, echo)" in notice
+
+        await pilot.press("ctrl+b")
+        await wait_for(lambda: isinstance(app.screen, BackendSwitcher))
+        backends = app.screen.query_one(OptionList)
+        backends.highlighted = backends.get_option_index("echo")
+        await pilot.press("enter")
+        await wait_for(lambda: app.backend == "echo")
+        await send(pilot, "hi")
+        assert log_views(app)[-1] == ("assistant", "echo: hi")
+        assert len(notices(app)) == 1  # echo is healthy: no second notice
+        await pilot.press("ctrl+q")
+
+
+# --- the conversation list -----------------------------------------------------------------------
+
+
+async def test_typing_in_the_filter_narrows_the_list_and_enter_opens_the_match(
+    data_dir: Path,
+) -> None:
+    config = load_config(default_backend="echo")
+    await seed(config, ["Rust async question"], ["Python packaging"], ["rust borrow checker"])
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.click("#filter")
+        await pilot.press(*"RUST")
+        assert titles(app) == ["rust borrow checker", "Rust async question"]
+        await pilot.press(*" async")
+        assert titles(app) == ["Rust async question"]
+        await pilot.press("enter")
+        await wait_for(
+            lambda: (
+                log_views(app)
+                == [
+                    ("user", "Rust async question"),
+                    ("assistant", "echo: Rust async question"),
+                ]
+            )
+        )
+        assert app.chat.focused is app.chat.query_one("#prompt")  # ready to type
+        await pilot.click("#filter")
+        await pilot.press(*" nothing like this")
+        assert titles(app) == ["no match"]
+        app.chat.query_one("#filter", Input).value = ""
+        await wait_for(lambda: len(titles(app)) == 3)
+        await pilot.press("ctrl+q")
+
+
+async def test_ten_thousand_conversations_load_and_filter(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+
+    def write() -> None:
+        with Store(config.db_path) as store:
+            store.write_turns(
+                [
+                    TurnRecord(
+                        conversation_id=f"conv-{i:05d}",
+                        messages=(
+                            Message(role=Role.USER, content=f"topic {i:05d}"),
+                            Message(role=Role.ASSISTANT, content=f"answer {i:05d}"),
+                        ),
+                    )
+                    for i in range(10_000)
+                ]
+            )
+
+    await asyncio.to_thread(write)
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        listing = conversations(app)
+        assert listing.matched == 10_000
+        shown = titles(app)
+        assert len(shown) == CONVERSATIONS_SHOWN + 1
+        assert shown[:2] == ["topic 09999", "topic 09998"]
+        assert shown[-1] == f"… {10_000 - CONVERSATIONS_SHOWN:,} more: type to narrow"
+        # The filter searches all of them, not only the rows shown.
+        await pilot.click("#filter")
+        await pilot.press(*"topic 0004")  # both words, anywhere in the title
+        assert listing.matched == 11
+        assert titles(app) == [*(f"topic {i:05d}" for i in range(49, 39, -1)), "topic 00004"]
+        await pilot.press("2", "enter")
+        await wait_for(
+            lambda: log_views(app) == [("user", "topic 00042"), ("assistant", "answer 00042")]
+        )
+        await pilot.press("ctrl+q")
+
+
+# --- the command palette and its actions ---------------------------------------------------------
+
+
+async def test_the_palette_has_every_action(data_dir: Path) -> None:
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    async with app.run_test() as pilot:
+        await started(app)
+        commands = [c.title for c in app.get_system_commands(app.screen)]
+        for title in [
+            "New chat",
+            "Switch backend",
+            "Rename conversation",
+            "Delete conversation",
+            "Export to Markdown",
+            "Plugins",
+            "Help",
+            "Copy last reply",
+            "Quit",
+        ]:
+            assert commands.count(title) == 1, title
+        await pilot.press("ctrl+q")
+
+
+async def test_rename_through_the_palette(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await send(pilot, "first words")
+        await wait_for(lambda: titles(app) == ["first words"])
+        await pilot.press("ctrl+p")
+        await pilot.press(*"rename conv")
+        await pilot.pause(0.3)
+        await pilot.press("enter")
+        await wait_for(lambda: isinstance(app.screen, TextPrompt))
+        answer = app.screen.query_one(Input)
+        assert answer.value == "first words"
+        answer.value = ""
+        await pilot.press(*"  Weekend   plans ", "enter")
+        await wait_for(lambda: titles(app) == ["Weekend plans"])
+        assert str(app.chat.query_one("#title", Static).render()) == "Weekend plans"
+        await pilot.press("ctrl+q")
+    ((title, _),) = (await stored(config)).values()
+    assert title == "Weekend plans"
+
+
+async def test_delete_from_the_list_asks_first(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+    keep, drop = await seed(config, ["keep me"], ["drop me"])
+    app = RecordingApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        app.chat.open_conversation(drop)
+        listing = conversations(app)
+        await wait_for(lambda: len(log_views(app)) == 2 and app.chat.state.conversation_id == drop)
+        assert listing.highlighted_id == drop  # the open conversation
+        await pilot.pause()
+        listing.focus()
+        await wait_for(lambda: app.chat.focused is listing)
+        await pilot.press("delete")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("n")  # changed my mind
+        await wait_for(lambda: isinstance(app.screen, ChatScreen))
+        assert titles(app) == ["drop me", "keep me"]
+
+        await pilot.press("delete")
+        await wait_for(lambda: isinstance(app.screen, ConfirmDialog))
+        await pilot.press("y")
+        await wait_for(lambda: titles(app) == ["keep me"])
+        assert log_views(app) == []  # the open conversation went: a new chat begins
+        assert app.chat.state.conversation_id is None
+        assert "Deleted “drop me”." in app.notes
+        await pilot.press("ctrl+q")
+    assert list(await stored(config)) == [keep]
+
+
+async def test_export_writes_markdown_under_the_data_dir(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+    (conversation_id,) = await seed(config, ["Plans: Q3 / 2026!", "second *point*"])
+    app = RecordingApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        app.chat.open_conversation(conversation_id)
+        await wait_for(lambda: len(log_views(app)) == 4)
+        app.action_export_conversation()
+        path = data_dir / "exports" / f"plans-q3-2026-{conversation_id[:8]}.md"
+        await wait_for(lambda: f"Exported to {path}" in app.notes)
+        await pilot.press("ctrl+q")
+    assert path.read_text() == (
+        "# Plans: Q3 / 2026!\n\n"
+        "## you\n\nPlans: Q3 / 2026!\n\n"
+        "## assistant\n\necho: Plans: Q3 / 2026!\n\n"
+        "## you\n\nsecond *point*\n\n"
+        "## assistant\n\necho: second *point*\n"
+    )
+
+
+async def test_actions_on_a_conversation_need_one(data_dir: Path) -> None:
+    app = RecordingApp(load_config(default_backend="echo"))
+    async with app.run_test() as pilot:
+        await started(app)
+        app.action_rename_conversation()
+        app.action_export_conversation()
+        app.action_delete_conversation()
+        await pilot.pause()
+        assert isinstance(app.screen, ChatScreen)  # no dialog for nothing
+        assert app.notes.count("No conversation yet: send a message first.") == 3
+        await pilot.press("ctrl+q")
+
+
+async def test_ctrl_y_copies_the_last_reply_while_typing(data_dir: Path) -> None:
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    async with app.run_test() as pilot:
+        await started(app)
+        await send(pilot, "copy me")
+        await pilot.press(*"draft")
+        await pilot.press("ctrl+y")
+        assert app.clipboard == "echo: copy me"
+        assert app.chat.query_one("#prompt").text == "draft"  # type: ignore[attr-defined]
+        await pilot.press("ctrl+q")
+
+
+# --- keys ----------------------------------------------------------------------------------------
+
+
+async def test_tui_keys_rebind_new_chat_and_the_footer_follows(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    app = ChatcoreApp(config_from(tmp_path, ECHO + '[tui.keys]\nnew_chat = "ctrl+t"\n'))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await started(app)
+        await send(pilot, "hello")
+        footer = {(k.key, k.description) for k in app.screen.query("FooterKey")}  # type: ignore[attr-defined]
+        assert ("ctrl+t", "New chat") in footer
+        assert ("ctrl+n", "New chat") not in footer
+        await pilot.press("ctrl+n")  # the old key does nothing now
+        assert len(log_views(app)) == 2
+        await pilot.press("ctrl+t")
+        await wait_for(lambda: log_views(app) == [])
+        assert app.chat.state.conversation_id is None
+        await send(pilot, "a new one")
+        await wait_for(lambda: len(titles(app)) == 2)
+        await pilot.press("ctrl+q")
+
+
+async def test_tui_keys_that_cannot_work_are_reported(data_dir: Path, tmp_path: Path) -> None:
+    keys = """
+[tui.keys]
+nwe_chat = "ctrl+t"              # a typo
+plugins = "ctrl+k"               # the message box deletes to the end of the line with it
+new_chat = "n"                   # typed into the message box
+copy_reply = "ctrl+e"            # the box's end-of-line, but copy_reply has priority: fine
+delete_conversation = "x"        # the list's, where nothing is typed: fine
+pause_plugin = "z"               # the plugins screen's: fine
+"""
+    app = RecordingApp(config_from(tmp_path, ECHO + keys))
+    async with app.run_test() as pilot:
+        await started(app)
+        assert app.notes == [
+            "[tui.keys] has no action 'nwe_chat'; f1 lists the action ids.",
+            "[tui.keys] new_chat = 'n': n is typed into the message box instead; "
+            "pick a key with ctrl, alt or a function key.",
+            "[tui.keys] plugins = 'ctrl+k': the message box edits with ctrl+k and gets it "
+            "first while you type; pick another key.",
         ]
         await pilot.press("ctrl+q")
+
+
+async def test_every_binding_has_an_id_and_a_description() -> None:
+    for owner in (
+        ChatcoreApp,
+        ChatScreen,
+        ConversationList,
+        BackendSwitcher,
+        TextPrompt,
+        ConfirmDialog,
+    ):
+        for binding in owner.BINDINGS:
+            assert not isinstance(binding, tuple)
+            assert binding.id and binding.description, (owner.__name__, binding.key)

@@ -1,34 +1,71 @@
-"""The chat screen: conversations on the left, the streaming log, the prompt, the status bar."""
+"""The chat screen: conversations on the left, the streaming log, the prompt, the status bar.
+
+Engine work runs in ``async def _xxx`` Trio tasks started through the bridge; they
+report back only by posting the messages defined here, and the UI changes in the
+handlers of those messages.
+"""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
-from textual import on, work
+import trio
+from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message as UIMessage
 from textual.screen import Screen
-from textual.widgets import Footer, Input, Markdown, OptionList, Static
-from textual.widgets.option_list import Option
+from textual.widgets import Footer, Input, OptionList, Static
 
-from chatcore import ChatcoreError, MessageStatus, Role
+from chatcore import (
+    BackendError,
+    ChatcoreError,
+    EngineClosed,
+    EngineStopped,
+    MessageStatus,
+    PluginError,
+    Role,
+    UnknownBackend,
+)
+from tui.widgets.conversations import ConversationList
+from tui.widgets.dialogs import ConfirmDialog, TextPrompt
+from tui.widgets.message import MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from textual.app import ComposeResult
-    from textual.widgets.markdown import MarkdownStream
+    from collections.abc import Awaitable, Callable, Sequence
+    from pathlib import Path
 
-    from chatcore import Conversation, Message, ReplyStream
+    from textual.app import ComposeResult
+
+    from chatcore import Engine, Message, ReplyStream
     from chatcore.store import ConversationSummary
     from tui.app import ChatcoreApp
 
-__all__ = ["MESSAGES_SHOWN", "ChatScreen", "MessageView"]
+__all__ = [
+    "EXPORTS_DIR",
+    "MESSAGES_SHOWN",
+    "NEW_TITLE",
+    "ChatScreen",
+    "MessageView",
+    "export_filename",
+    "export_markdown",
+]
 
 MESSAGES_SHOWN = 200
 """Messages rendered when a stored conversation opens; older ones are summarised."""
+NEW_TITLE = "New conversation"
+PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
+EXPORTS_DIR = "exports"
+"""Folder under the data dir that "Export to Markdown" writes to."""
+SLUG_MAX_CHARS = 50
+
+Advice = Literal["switch_backend", "plugins", "restart"]
+"""What a notice suggests doing; the UI words it with the key currently bound."""
+Level = Literal["error", "warning", "info"]
 
 
 # --- messages from the engine side ------------------------------------------------------------
@@ -47,6 +84,12 @@ class ConversationOpened(UIMessage):
 
 
 @dataclass
+class TurnStarted(UIMessage):
+    turn: int
+    conversation_id: str
+
+
+@dataclass
 class ReplyChunk(UIMessage):
     turn: int
     text: str
@@ -56,68 +99,87 @@ class ReplyChunk(UIMessage):
 class ReplyDone(UIMessage):
     turn: int
     message: Message | None
-    error: str | None = None
+    error: Exception | None = None
 
 
 @dataclass
 class Notice(UIMessage):
     text: str
-    error: bool = True
+    level: Level = "error"
+    advice: Advice | None = None
 
 
-# --- widgets ------------------------------------------------------------------------------------
+@dataclass
+class ConversationRenamed(UIMessage):
+    conversation_id: str
+    title: str
 
 
-class MessageView(Vertical):
-    """One message: a role line and its Markdown body (streamed while it arrives)."""
+@dataclass
+class ConversationDeleted(UIMessage):
+    conversation_id: str
+    title: str
 
-    DEFAULT_CSS = """
-    MessageView { height: auto; margin: 0 0 1 0; }
-    MessageView > .role { color: $text-muted; text-style: bold; }
-    MessageView.-user > .role { color: $accent; }
-    MessageView > .flag { color: $warning; }
-    MessageView > Markdown { margin: 0; padding: 0 0 0 2; }
-    """
 
-    def __init__(self, role: Role | str, text: str = "", *, status: str | None = None) -> None:
-        super().__init__(classes=f"-{Role(role).value}")
-        self.role = Role(role)
-        self.text = text
-        self.status = status
-        self._stream: MarkdownStream | None = None
+@dataclass
+class ConversationExported(UIMessage):
+    path: Path
 
-    def compose(self) -> ComposeResult:
-        yield Static("you" if self.role is Role.USER else str(self.role), classes="role")
-        yield Markdown(self.text)
-        if self.status and self.status != MessageStatus.COMPLETE:
-            yield Static(f"[{self.status}]", classes="flag")
 
-    async def append(self, fragment: str) -> None:
-        self.text += fragment
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self.query_one(Markdown))
-        await self._stream.write(fragment)
+# --- pure helpers --------------------------------------------------------------------------------
 
-    async def finish(self, status: str | None) -> None:
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
-        if status and status != MessageStatus.COMPLETE:
-            self.status = status
-            await self.mount(Static(f"[{status}]", classes="flag"))
+
+def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
+    """The text of a notice for ``exc`` and what to suggest: never a traceback."""
+    if isinstance(exc, ChatcoreError):
+        text = str(exc) + "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+    else:  # a bug somewhere below: say so in one line, the app stays up
+        text = f"unexpected error: {type(exc).__name__}: {exc}"
+    advice: Advice | None = None
+    if isinstance(exc, BackendError | UnknownBackend):
+        advice = "switch_backend"
+    elif isinstance(exc, PluginError):
+        advice = "plugins"
+    elif isinstance(exc, EngineClosed | EngineStopped):
+        advice = "restart"
+    return text, advice
+
+
+def export_filename(title: str, conversation_id: str) -> str:
+    """``<title-slug>-<first 8 characters of the id>.md``."""
+    slug = re.sub(r"[^a-z0-9]+", "-", title.casefold()).strip("-")[:SLUG_MAX_CHARS].rstrip("-")
+    return f"{slug or 'conversation'}-{conversation_id[:8]}.md"
+
+
+def export_markdown(title: str, messages: Sequence[Message]) -> str:
+    """The conversation as Markdown: ``# title``, then ``## you`` / ``## assistant`` sections."""
+    parts = [f"# {title}\n"]
+    for message in messages:
+        if not message.content and message.status is MessageStatus.ERROR:
+            continue  # a failed turn with nothing said: the error is not part of the talk
+        who = "you" if message.role is Role.USER else str(message.role)
+        body = message.content.rstrip()
+        if message.status is not MessageStatus.COMPLETE:
+            body += f"\n\n*({message.status})*"
+        parts.append(f"## {who}\n\n{body}\n")
+    return "\n".join(parts)
+
+
+# --- the screen ----------------------------------------------------------------------------------
 
 
 @dataclass
 class _TurnState:
     key: int
     view: MessageView
-    reply: ReplyStream | None = None
 
 
 @dataclass
 class _ScreenState:
-    conversation: Conversation | None = None
-    title: str = "New conversation"
+    """What the UI knows; engine objects stay on the Trio side."""
+
+    conversation_id: str | None = None
+    title: str = NEW_TITLE
     turn: _TurnState | None = None
     turns: int = 0
     summaries: list[ConversationSummary] = field(default_factory=list)
@@ -127,12 +189,31 @@ class ChatScreen(Screen[None]):
     """Where people chat."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("escape", "stop_reply", "Stop reply", id="stop_reply")
+        Binding("escape", "stop_reply", "Stop reply", id="stop_reply"),
+        Binding(
+            "ctrl+r",
+            "rename_conversation",
+            "Rename conversation",
+            id="rename_conversation",
+            show=False,
+        ),
+        Binding(
+            "ctrl+s",
+            "export_conversation",
+            "Export to Markdown",
+            id="export_conversation",
+            show=False,
+        ),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.state = _ScreenState()
+        # Trio side only: the live reply of each turn, stops asked before it existed,
+        # and the newest turn that has ended.
+        self._replies: dict[int, ReplyStream] = {}
+        self._stop_asked: set[int] = set()
+        self._last_finished = 0
 
     @property
     def chat_app(self) -> ChatcoreApp:
@@ -142,84 +223,269 @@ class ChatScreen(Screen[None]):
         with Horizontal():
             with Vertical(id="sidebar"):
                 yield Input(placeholder="filter conversations", id="filter")
-                yield OptionList(id="conversations")
+                yield ConversationList(id="conversations")
             with Vertical(id="main"):
+                yield Static(NEW_TITLE, id="title", markup=False)
                 yield VerticalScroll(id="log")
-                yield PromptInput(id="prompt")
+                yield PromptInput(id="prompt", placeholder=PROMPT_PLACEHOLDER)
         yield StatusBar(id="status")
         yield Footer()
 
     def on_mount(self) -> None:
         self.query_one(PromptInput).focus()
         self.refresh_status()
+        # Now that the widgets (and their bindings) exist, every action id is known.
+        self.chat_app.check_keys()
 
-    # -- engine-side tasks (run on Trio through the bridge) -------------------------------
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        if action == "stop_reply" and self.state.turn is None:
+            return None  # shown greyed out: there is nothing to stop
+        return True
+
+    # -- engine side (Trio tasks; they only post messages) ---------------------------------
+
+    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        self.chat_app.bridge.spawn(self._guarded, fn, *args)
+
+    async def _guarded(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+        # A task that raised would take the engine's nursery, and the engine, down.
+        try:
+            await fn(*args)
+        except Exception as exc:
+            text, advice = describe_error(exc)
+            self.post_message(Notice(text, advice=advice))
+
+    @property
+    def _engine(self) -> Engine:
+        engine = self.chat_app.bridge.engine
+        if engine is None:
+            raise EngineClosed("the engine is not running")
+        return engine
 
     async def _load_conversations(self) -> None:
-        engine = self.chat_app.bridge.engine
-        if engine is None:
-            return
-        self.post_message(ConversationsLoaded(await engine.list_conversations()))
+        self.post_message(ConversationsLoaded(await self._engine.list_conversations()))
 
     async def _open(self, conversation_id: str) -> None:
-        engine = self.chat_app.bridge.engine
-        if engine is None:
-            return
-        try:
-            conversation = engine.conversation(conversation_id)
-            messages = await conversation.messages()
-        except ChatcoreError as exc:
-            self.post_message(Notice(str(exc)))
-            return
-        self.state.conversation = conversation
-        summary = next((s for s in self.state.summaries if s.id == conversation_id), None)
-        title = summary.title if summary else conversation_id
-        self.post_message(ConversationOpened(conversation_id, title, messages))
+        engine = self._engine
+        conversation = engine.conversation(conversation_id)
+        messages = await conversation.messages()
+        summary = await trio.to_thread.run_sync(engine.store.get_conversation, conversation.id)
+        title = summary.title if summary is not None else NEW_TITLE
+        self.post_message(ConversationOpened(conversation.id, title, messages))
 
-    async def _run_turn(self, key: int, text: str) -> None:
-        engine = self.chat_app.bridge.engine
-        if engine is None:
-            return
-        if self.state.conversation is None:
-            self.state.conversation = engine.conversation()
-        backend = self.chat_app.backend
+    async def _run_turn(
+        self, key: int, conversation_id: str | None, text: str, backend: str
+    ) -> None:
         reply: ReplyStream | None = None
+        error: Exception | None = None
         try:
-            reply = self.state.conversation.stream(text, backend=backend)
-            if self.state.turn is not None and self.state.turn.key == key:
-                self.state.turn.reply = reply
+            conversation = self._engine.conversation(conversation_id)
+            self.post_message(TurnStarted(key, conversation.id))
+            reply = conversation.stream(text, backend=backend)
+            self._replies[key] = reply
+            if key in self._stop_asked:
+                reply.cancel()
             async with reply:
                 async for chunk in reply:
                     if chunk.text:
                         self.post_message(ReplyChunk(key, chunk.text))
-            self.post_message(ReplyDone(key, reply.message))
-        except ChatcoreError as exc:
-            notes = "".join(f"; {n}" for n in getattr(exc, "__notes__", ()))
-            message = reply.message if reply is not None else None
-            self.post_message(ReplyDone(key, message, f"{exc}{notes}"))
+        except Exception as exc:  # ends the turn in the UI whatever went wrong
+            error = exc
+        finally:
+            self._replies.pop(key, None)
+            self._stop_asked.discard(key)
+            self._last_finished = max(self._last_finished, key)
+        self.post_message(ReplyDone(key, reply.message if reply is not None else None, error))
         await self._load_conversations()
 
-    # -- UI side ------------------------------------------------------------------------------
+    def _stop(self, key: int) -> None:
+        reply = self._replies.get(key)
+        if reply is not None:
+            reply.cancel()
+        elif key > self._last_finished:
+            self._stop_asked.add(key)  # the turn's task hasn't made its reply yet
+
+    async def _health(self, backend: str) -> None:
+        engine = self._engine
+        try:
+            await engine.plugins.ensure_backend(backend)
+            report = await engine.plugins.get_backend_provider(backend).health()
+        except ChatcoreError as exc:
+            text = f"Backend {backend} is not ready: {exc}"
+            self.post_message(Notice(text, "warning", "switch_backend"))
+            return
+        if not report.get("ok", True):
+            detail = report.get("detail") or "no answer to a health check"
+            self.post_message(
+                Notice(f"Backend {backend} is not ready: {detail}", "warning", "switch_backend")
+            )
+
+    async def _rename(self, conversation_id: str, title: str) -> None:
+        store = self._engine.store
+        await trio.to_thread.run_sync(store.set_title, conversation_id, title)
+        summary = await trio.to_thread.run_sync(store.get_conversation, conversation_id)
+        self.post_message(ConversationRenamed(conversation_id, summary.title if summary else title))
+        await self._load_conversations()
+
+    async def _delete(self, conversation_id: str, title: str) -> None:
+        await trio.to_thread.run_sync(self._engine.store.delete_conversation, conversation_id)
+        self.post_message(ConversationDeleted(conversation_id, title))
+        await self._load_conversations()
+
+    async def _export(self, conversation_id: str) -> None:
+        engine = self._engine
+        summary = await trio.to_thread.run_sync(engine.store.get_conversation, conversation_id)
+        if summary is None:
+            self.post_message(Notice("Nothing to export: this conversation is not saved yet."))
+            return
+        messages = await trio.to_thread.run_sync(engine.store.get_messages, conversation_id)
+        path = (
+            engine.config.resolved_data_dir
+            / EXPORTS_DIR
+            / export_filename(summary.title, conversation_id)
+        )
+        text = export_markdown(summary.title, messages)
+
+        def write() -> None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+
+        try:
+            await trio.to_thread.run_sync(write)
+        except OSError as exc:
+            self.post_message(Notice(f"Could not write {path}: {exc.strerror or exc}"))
+            return
+        self.post_message(ConversationExported(path))
+
+    # -- UI side: requests ------------------------------------------------------------------
 
     def engine_ready(self) -> None:
-        self.chat_app.bridge.spawn(self._load_conversations)
+        self._spawn(self._load_conversations)
+
+    def check_backend(self) -> None:
+        """Say in the chat when the current backend can't be reached, and what to do."""
+        self._spawn(self._health, self.chat_app.backend)
 
     @on(PromptInput.Submitted)
     async def send(self, event: PromptInput.Submitted) -> None:
         if self.state.turn is not None:
-            self.notify("A reply is still arriving: Escape stops it.", severity="warning")
+            stop = self.chat_app.key_for("stop_reply")
+            self.notify(f"A reply is still arriving: {stop} stops it.", severity="warning")
             return
         if self.chat_app.bridge.engine is None:
-            self.notify("The engine is still starting.", severity="warning")
+            self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
         log = self.query_one("#log", VerticalScroll)
-        await log.mount(MessageView(Role.USER, event.text))
         view = MessageView(Role.ASSISTANT)
-        await log.mount(view)
+        await log.mount_all([MessageView(Role.USER, event.text), view])
         log.scroll_end(animate=False)
         self.state.turns += 1
         self.state.turn = _TurnState(self.state.turns, view)
-        self.chat_app.bridge.spawn(self._run_turn, self.state.turns, event.text)
+        self.refresh_bindings()
+        self._spawn(
+            self._run_turn,
+            self.state.turns,
+            self.state.conversation_id,
+            event.text,
+            self.chat_app.backend,
+        )
+
+    def action_stop_reply(self) -> None:
+        if self.state.turn is not None:
+            key = self.state.turn.key
+            self.chat_app.bridge.call(lambda: self._stop(key))
+
+    def open_conversation(self, conversation_id: str) -> None:
+        self._spawn(self._open, conversation_id)
+
+    @on(OptionList.OptionSelected, "#conversations")
+    def conversation_selected(self, event: OptionList.OptionSelected) -> None:
+        if event.option.id is not None:
+            self.open_conversation(event.option.id)
+
+    @on(Input.Changed, "#filter")
+    def filter_changed(self) -> None:
+        self._show_conversations()
+
+    @on(Input.Submitted, "#filter")
+    def filter_submitted(self) -> None:
+        """Enter in the filter opens the first match."""
+        shown = self.query_one(ConversationList).shown_ids
+        if shown:
+            self.open_conversation(shown[0])
+
+    async def new_chat(self) -> None:
+        self.action_stop_reply()
+        self.state.conversation_id = None
+        self.state.turn = None
+        self._set_title(NEW_TITLE)
+        self.chat_app.last_reply = None
+        await self.query_one("#log", VerticalScroll).remove_children()
+        self.query_one(ConversationList).highlighted = None
+        self.query_one(PromptInput).focus()
+        self.refresh_bindings()
+
+    def _target(self) -> tuple[str, str] | None:
+        """The conversation an action applies to: the highlighted one while the list has
+        focus, else the open one."""
+        listing = self.query_one(ConversationList)
+        if self.focused is listing and listing.highlighted_id is not None:
+            wanted = listing.highlighted_id
+        elif self.state.conversation_id is not None:
+            wanted = self.state.conversation_id
+        else:
+            self.notify("No conversation yet: send a message first.", severity="warning")
+            return None
+        summary = next((s for s in self.state.summaries if s.id == wanted), None)
+        if summary is None:
+            self.notify("This conversation is not saved yet.", severity="warning")
+            return None
+        return summary.id, summary.title
+
+    def action_rename_conversation(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        conversation_id, title = target
+
+        def renamed(new_title: str | None) -> None:
+            if new_title is not None and new_title.strip() and new_title.strip() != title:
+                self._spawn(self._rename, conversation_id, new_title)
+
+        self.app.push_screen(
+            TextPrompt("Rename conversation", title, placeholder="a title"), renamed
+        )
+
+    def action_delete_conversation(self) -> None:
+        target = self._target()
+        if target is None:
+            return
+        conversation_id, title = target
+        if self.state.turn is not None and conversation_id == self.state.conversation_id:
+            stop = self.chat_app.key_for("stop_reply")
+            self.notify(f"A reply is still arriving: {stop} stops it first.", severity="warning")
+            return
+
+        def confirmed(yes: bool | None) -> None:
+            if yes:
+                self._spawn(self._delete, conversation_id, title)
+
+        self.app.push_screen(
+            ConfirmDialog(f"Delete “{title}” and all its messages?", confirm_label="Delete"),
+            confirmed,
+        )
+
+    def action_export_conversation(self) -> None:
+        target = self._target()
+        if target is not None:
+            self._spawn(self._export, target[0])
+
+    # -- UI side: what the engine said ------------------------------------------------------
+
+    def on_turn_started(self, event: TurnStarted) -> None:
+        turn = self.state.turn
+        if turn is not None and turn.key == event.turn:
+            self.state.conversation_id = event.conversation_id
 
     async def on_reply_chunk(self, event: ReplyChunk) -> None:
         turn = self.state.turn
@@ -233,87 +499,114 @@ class ChatScreen(Screen[None]):
         if turn is None or turn.key != event.turn:
             return
         self.state.turn = None
+        self.refresh_bindings()
         message = event.message
         await turn.view.finish(str(message.status) if message is not None else None)
-        if message is not None and not message.content and event.error:
-            await turn.view.remove()
+        if event.error is not None and not turn.view.text:
+            await turn.view.remove()  # nothing was said: the notice tells what happened
         if message is not None:
+            await self._reply_stored(message)
+        if event.error is not None:
+            text, advice = describe_error(event.error)
+            await self.show_notice(text, advice=advice)
+
+    async def _reply_stored(self, message: Message) -> None:
+        if message.content:
             self.chat_app.last_reply = message
-            if message.tokens_in is not None or message.tokens_out is not None:
-                status = self.query_one(StatusBar)
-                status.tokens = (
-                    f"tokens {message.tokens_in or 0} in / {message.tokens_out or 0} out"
-                )
-            if message.model:
-                self.query_one(StatusBar).model = message.model
-        if event.error:
-            await self.show_notice(event.error)
+        status = self.query_one(StatusBar)
+        if message.tokens_in is not None or message.tokens_out is not None:
+            status.tokens = f"tokens {message.tokens_in or 0} in / {message.tokens_out or 0} out"
+        if message.model:
+            status.model = message.model
+        answered_by = message.metadata.get("answered_by")
+        if answered_by:  # a plugin answered instead of the backend: most often, it blocked
+            await self.show_notice(
+                f"This reply came from the plugin {answered_by!r}, not from a model: "
+                "your message did not reach the backend. If it was blocked by mistake, "
+                "rephrase it, or pause the plugin on the plugins screen.",
+                level="warning",
+                advice="plugins",
+            )
 
     async def on_notice(self, event: Notice) -> None:
-        await self.show_notice(event.text, error=event.error)
+        await self.show_notice(event.text, level=event.level, advice=event.advice)
 
-    async def show_notice(self, text: str, *, error: bool = True) -> None:
-        hint = "  (ctrl+b switches backend)" if error else ""
-        notice = Static(f"{text}{hint}", classes="notice -error" if error else "notice")
+    async def show_notice(
+        self, text: str, *, level: Level = "error", advice: Advice | None = None
+    ) -> None:
+        """Put a line from chatcore itself into the log, with what to do about it."""
+        if advice is not None:
+            text = f"{text}\n→ {self._advice_text(advice)}"
         log = self.query_one("#log", VerticalScroll)
-        await log.mount(notice)
+        await log.mount(NoticeView(text, level=level))
         log.scroll_end(animate=False)
+
+    def _advice_text(self, advice: Advice) -> str:
+        app = self.chat_app
+        if advice == "switch_backend":
+            others = [name for name in app.config.backends if name != app.backend]
+            choices = f" (also configured: {', '.join(others)})" if others else ""
+            return f"{app.key_for('switch_backend')} switches backend{choices}"
+        if advice == "plugins":
+            return f"{app.key_for('plugins')} shows the plugins (pause, resume, reset circuit)"
+        return f"restart chatcore ({app.key_for('quit')} quits)"
 
     def on_conversations_loaded(self, event: ConversationsLoaded) -> None:
         self.state.summaries = event.summaries
+        current = next((s for s in event.summaries if s.id == self.state.conversation_id), None)
+        if current is not None:
+            self._set_title(current.title)
         self._show_conversations()
 
     def _show_conversations(self) -> None:
-        wanted = self.query_one("#filter", Input).value.strip().lower()
-        options = [
-            Option(s.title, id=s.id)
-            for s in self.state.summaries
-            if not wanted or wanted in s.title.lower()
-        ]
-        listing = self.query_one("#conversations", OptionList)
-        listing.clear_options()
-        listing.add_options(options)
-
-    @on(Input.Changed, "#filter")
-    def filter_changed(self) -> None:
-        self._show_conversations()
-
-    @on(OptionList.OptionSelected, "#conversations")
-    def conversation_selected(self, event: OptionList.OptionSelected) -> None:
-        if event.option.id is not None:
-            self.open_conversation(event.option.id)
-
-    def open_conversation(self, conversation_id: str) -> None:
-        self.chat_app.bridge.spawn(self._open, conversation_id)
+        listing = self.query_one(ConversationList)
+        # Someone moving through the list keeps their place when it refreshes.
+        keep = listing.highlighted_id if self.focused is listing else None
+        query = self.query_one("#filter", Input).value
+        listing.show(self.state.summaries, query, current=keep or self.state.conversation_id)
 
     async def on_conversation_opened(self, event: ConversationOpened) -> None:
-        self.state.title = event.title
+        if self.state.turn is not None:
+            self.action_stop_reply()  # it goes on being saved; we stop showing it
+            self.state.turn = None
+            self.refresh_bindings()
+        self.state.conversation_id = event.conversation_id
+        self._set_title(event.title)
+        self.query_one(ConversationList).select_id(event.conversation_id)
+        replies = [m for m in event.messages if m.role is Role.ASSISTANT and m.content]
+        self.chat_app.last_reply = replies[-1] if replies else None
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
         hidden = len(event.messages) - MESSAGES_SHOWN
         views: list[Any] = []
         if hidden > 0:
-            views.append(Static(f"… {hidden} earlier messages", classes="notice"))
+            views.append(NoticeView(f"… {hidden} earlier messages", level="info"))
         views.extend(
-            MessageView(m.role, m.content, status=str(m.status))
+            MessageView(m.role, m.content, status=str(m.status), note=m.metadata.get("error"))
             for m in event.messages[-MESSAGES_SHOWN:]
         )
         await log.mount_all(views)
         log.scroll_end(animate=False)
         self.query_one(PromptInput).focus()
 
-    async def new_chat(self) -> None:
-        self.action_stop_reply()
-        self.state.conversation = None
-        self.state.turn = None
-        self.state.title = "New conversation"
-        await self.query_one("#log", VerticalScroll).remove_children()
-        self.query_one(PromptInput).focus()
+    def on_conversation_renamed(self, event: ConversationRenamed) -> None:
+        if event.conversation_id == self.state.conversation_id:
+            self._set_title(event.title)
+        self.notify(f"Renamed to “{event.title}”.")
 
-    def action_stop_reply(self) -> None:
-        turn = self.state.turn
-        if turn is not None and turn.reply is not None:
-            self.chat_app.bridge.call(turn.reply.cancel)
+    async def on_conversation_deleted(self, event: ConversationDeleted) -> None:
+        if event.conversation_id == self.state.conversation_id:
+            await self.new_chat()
+        self.notify(f"Deleted “{event.title}”.")
+
+    def on_conversation_exported(self, event: ConversationExported) -> None:
+        self.notify(f"Exported to {event.path}", timeout=8)
+
+    # -- small UI pieces ----------------------------------------------------------------------
+
+    def _set_title(self, title: str) -> None:
+        self.state.title = title
+        self.query_one("#title", Static).update(title)
 
     def refresh_status(self) -> None:
         status = self.query_one(StatusBar)
@@ -323,22 +616,3 @@ class ChatScreen(Screen[None]):
     @on(StatusBar.BackendClicked)
     def backend_clicked(self) -> None:
         self.chat_app.action_switch_backend()
-
-    @work(exclusive=True, group="health")
-    async def check_default_backend(self) -> None:
-        """Say in the chat when the backend can't be reached, and what to do."""
-        self.chat_app.bridge.spawn(self._health, self.chat_app.backend)
-
-    async def _health(self, backend: str) -> None:
-        engine = self.chat_app.bridge.engine
-        if engine is None:
-            return
-        try:
-            await engine.plugins.ensure_backend(backend)
-            report = await engine.plugins.get_backend_provider(backend).health()
-        except ChatcoreError as exc:
-            self.post_message(Notice(str(exc)))
-            return
-        if not report.get("ok", True):
-            detail = report.get("detail") or f"{backend} is not reachable"
-            self.post_message(Notice(str(detail)))

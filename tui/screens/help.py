@@ -136,7 +136,7 @@ def _normalized(keymap: Mapping[str, str]) -> dict[str, str]:
 
 
 def _where(cls: type[DOMNode]) -> str:
-    """ "ChatScreen" → "chat", "BackendSwitcher" → "backend switcher"."""
+    """A section name: ChatScreen is "chat", BackendSwitcher "backend switcher"."""
     name = cls.__name__.removesuffix("Screen") or cls.__name__
     return " ".join(re.findall(r"[A-Z][a-z0-9]*|[a-z0-9]+", name)).lower()
 
@@ -164,8 +164,9 @@ class HelpScreen(ModalScreen[None]):
     HelpScreen #keys {
         width: auto;
         height: auto;
-        max-height: 24;
-        margin: 1 0;
+        /* Room for the title and hints above, on any terminal height; the table scrolls. */
+        max-height: 70vh;
+        margin: 1 0 0 0;
     }
     HelpScreen .hint {
         color: $text-muted;
@@ -179,13 +180,13 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         with Vertical(id="help"):
             yield Label("Keys", id="help-title")
-            yield DataTable(id="keys", cursor_type="row", zebra_stripes=True)
             yield Label(
-                'Rebind by id in the config:  [tui.keys]  new_chat = "ctrl+t"',
+                'Rebind by id in the config: [tui.keys] new_chat = "ctrl+t"',
                 classes="hint",
                 markup=False,
             )
             yield Label("", id="help-close", classes="hint")
+            yield DataTable(id="keys", cursor_type="row", zebra_stripes=True)
 
     def on_mount(self) -> None:
         table = self.query_one("#keys", DataTable)

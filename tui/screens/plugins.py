@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 __all__ = [
     "COLUMNS",
     "LAST_ERROR_WIDTH",
+    "MIN_LAST_ERROR_WIDTH",
     "REFRESH_SECONDS",
     "PluginsScreen",
     "cell_text",
@@ -37,7 +38,10 @@ REFRESH_SECONDS = 0.5
 """How often the table is re-read from the engine."""
 
 LAST_ERROR_WIDTH = 40
-"""Characters of the last error shown in its cell; the detail line below has all of it."""
+"""Characters of the last error shown in its cell before the screen is laid out."""
+
+MIN_LAST_ERROR_WIDTH = 16
+"""The last error column takes the table's spare width, but never less than this."""
 
 COLUMNS = (
     "name",
@@ -70,12 +74,15 @@ _LABELS = {
 _NUMERIC = frozenset({"priority", "calls", "failures", "timeouts", "p50_ms", "p95_ms"})
 
 # Which theme colour marks a state worth noticing (CSS variable names of the theme).
-_STATE_COLOURS = {"active": "success", "paused": "warning", "error": "error"}
+_STATE_COLOURS = {"paused": "warning", "error": "error"}
 _CIRCUIT_COLOURS = {"open": "error", "half_open": "warning"}
 
 
-def cell_text(column: str, value: Any) -> str:
-    """How one value of a ``PluginStatus`` reads in its cell (plain text)."""
+def cell_text(column: str, value: Any, *, width: int = LAST_ERROR_WIDTH) -> str:
+    """How one value of a ``PluginStatus`` reads in its cell (plain text).
+
+    The last error is cut to ``width`` with an ellipsis; the detail line shows all of it.
+    """
     if value is None:
         return ""
     if column in ("p50_ms", "p95_ms"):
@@ -83,8 +90,8 @@ def cell_text(column: str, value: Any) -> str:
     text = str(value)
     if column == "last_error":
         text = " ".join(text.split())  # a multi-line error would make the row taller
-        if len(text) > LAST_ERROR_WIDTH:
-            text = text[: LAST_ERROR_WIDTH - 1] + "…"
+        if len(text) > width:
+            text = text[: max(width - 1, 0)] + "…"
     return text
 
 
@@ -117,6 +124,11 @@ def _count(n: int, noun: str) -> str:
 @dataclass
 class StatusRead(UIMessage):
     rows: list[PluginStatus]
+
+
+@dataclass
+class StatusFailed(UIMessage):
+    text: str
 
 
 @dataclass
@@ -183,6 +195,7 @@ class PluginsScreen(Screen[None]):
         super().__init__()
         self._rows: dict[str, PluginStatus] = {}
         self._cells: dict[str, tuple[Text, ...]] = {}
+        self._error_width = LAST_ERROR_WIDTH
 
     @property
     def chat_app(self) -> ChatcoreApp:
@@ -196,9 +209,7 @@ class PluginsScreen(Screen[None]):
 
     def on_mount(self) -> None:
         table = self.query_one("#plugins", DataTable)
-        for column in COLUMNS:
-            width = LAST_ERROR_WIDTH if column == "last_error" else None
-            table.add_column(_LABELS[column], key=column, width=width)
+        self._add_columns(table)
         self.read_status()
         self.set_interval(REFRESH_SECONDS, self.read_status)
         table.focus()
@@ -210,6 +221,10 @@ class PluginsScreen(Screen[None]):
         bridge = self.chat_app.bridge
         engine = bridge.engine
         if engine is None or not bridge.running:
+            error = getattr(self.chat_app, "engine_error", None)
+            if error:
+                title = self.query_one("#plugins-title", Label)
+                title.update(Text(f"The engine is not running: {error}"))
             return
 
         def read() -> None:
@@ -217,7 +232,7 @@ class PluginsScreen(Screen[None]):
             try:
                 rows = list(engine.plugins.get_plugin_status().values())
             except Exception as exc:
-                self.post_message(ActionDone(f"Could not read plugin status: {exc!r}", True))
+                self.post_message(StatusFailed(f"Could not read plugin status: {exc!r}"))
                 return
             self.post_message(StatusRead(rows))
 
@@ -226,12 +241,34 @@ class PluginsScreen(Screen[None]):
             bridge.call(read)
 
     def on_status_read(self, event: StatusRead) -> None:
-        table = self.query_one("#plugins", DataTable)
-        selected = self._selected()
         self._rows = {row.name: row for row in event.rows}
+        self._fill()
+        self.query_one("#plugins-title", Label).update(Text(summary(event.rows)))
+        self._show_detail()
+        self._fit_last_error()
+
+    def on_status_failed(self, event: StatusFailed) -> None:
+        # In the title, not a notification: it would repeat at every refresh.
+        self.query_one("#plugins-title", Label).update(Text(event.text))
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._fit_last_error)
+
+    # -- the table ----------------------------------------------------------------------------
+
+    def _add_columns(self, table: DataTable[Any]) -> None:
+        for column in COLUMNS:
+            width = self._error_width if column == "last_error" else None
+            table.add_column(_LABELS[column], key=column, width=width)
+
+    def _fill(self, *, rebuild: bool = False, selected: str | None = None) -> None:
+        """Show ``self._rows``, touching only the cells that changed."""
+        table = self.query_one("#plugins", DataTable)
+        selected = selected or self._selected()
         cells = {name: self._row_cells(row) for name, row in self._rows.items()}
-        if list(cells) != [key.value for key in table.rows]:
-            # Rows came or went (load, unload, reload): rebuild in the engine's order.
+        if rebuild or list(cells) != [key.value for key in table.rows]:
+            # Rows came or went (load, unload, reload): rebuild in the engine's order, and
+            # keep the cursor on the plugin it was on rather than on the same index.
             table.clear()
             for name, row_cells in cells.items():
                 table.add_row(*row_cells, key=name)
@@ -244,15 +281,34 @@ class PluginsScreen(Screen[None]):
                     if index >= len(before) or not _same(before[index], cell):
                         table.update_cell(name, column, cell, update_width=True)
         self._cells = cells
-        self.query_one("#plugins-title", Label).update(summary(event.rows))
-        self._show_detail()
+
+    def _fit_last_error(self) -> None:
+        """Give the last error column what the other columns leave of the table's width."""
+        table = self.query_one("#plugins", DataTable)
+        available = table.scrollable_content_region.width
+        if available <= 0:
+            return  # not laid out yet
+        used = sum(
+            column.get_render_width(table)
+            for key, column in table.columns.items()
+            if key != "last_error"
+        )
+        width = max(MIN_LAST_ERROR_WIDTH, available - used - 2 * table.cell_padding)
+        if width == self._error_width:
+            return
+        self._error_width = width
+        selected = self._selected()
+        # DataTable has no public way to resize a column: put the columns back, then the rows.
+        table.clear(columns=True)
+        self._add_columns(table)
+        self._fill(rebuild=True, selected=selected)
 
     def _row_cells(self, status: PluginStatus) -> tuple[Text, ...]:
         colours = self.app.get_css_variables()
         values = status.as_dict()
         cells = []
         for column in COLUMNS:
-            text = cell_text(column, values[column])
+            text = cell_text(column, values[column], width=self._error_width)
             colour = None
             if column == "state":
                 colour = _STATE_COLOURS.get(text)
@@ -349,6 +405,7 @@ def _same(a: Text, b: Text) -> bool:
 def _style(colour: str) -> Style | str:
     """A Rich style for a theme colour; themes may use names Rich doesn't know."""
     try:
-        return Style(color=colour)
+        # The ANSI themes name their colours "ansi_red"; Rich calls that one "red".
+        return Style(color=colour.removeprefix("ansi_"))
     except Exception:
         return ""

@@ -1,0 +1,89 @@
+"""The conversation list: newest first, filtered by what is typed above it."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import TYPE_CHECKING, ClassVar
+
+from textual.binding import Binding, BindingType
+from textual.widgets import OptionList
+from textual.widgets.option_list import Option, OptionDoesNotExist
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from chatcore.store import ConversationSummary
+
+__all__ = ["CONVERSATIONS_SHOWN", "ConversationList", "matches"]
+
+CONVERSATIONS_SHOWN = 1000
+"""Rows put in the list at once. OptionList measures every row it holds, so ten
+thousand rows cost a visible pause on each keystroke; beyond this many matches
+the list says how many more there are and the filter narrows them down."""
+
+
+def matches(title: str, terms: Sequence[str]) -> bool:
+    """Every term (already case-folded) occurs in the title, in any order."""
+    folded = title.casefold()
+    return all(term in folded for term in terms)
+
+
+class ConversationList(OptionList):
+    """Conversation titles; selecting one opens it, Delete deletes it (after asking)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding(
+            "delete", "screen.delete_conversation", "Delete conversation", id="delete_conversation"
+        ),
+    ]
+
+    def __init__(self, *, id: str | None = None) -> None:
+        # Titles are user text: "[draft]" is a word, not a style.
+        super().__init__(id=id, markup=False)
+        self.matched = 0
+        """Conversations matching the current filter (shown or not)."""
+
+    def show(
+        self,
+        summaries: Sequence[ConversationSummary],
+        query: str = "",
+        *,
+        current: str | None = None,
+    ) -> None:
+        """Fill the list with the summaries matching ``query``, keeping their order."""
+        terms = query.casefold().split()
+        options: list[Option] = []
+        self.matched = 0
+        for summary in summaries:
+            if terms and not matches(summary.title, terms):
+                continue
+            self.matched += 1
+            if self.matched <= CONVERSATIONS_SHOWN:
+                options.append(Option(summary.title, id=summary.id))
+        hidden = self.matched - len(options)
+        if hidden:
+            options.append(Option(f"… {hidden:,} more: type to narrow", disabled=True))
+        elif not options:
+            options.append(Option("no match" if terms else "no conversations yet", disabled=True))
+        self.set_options(options)
+        self.select_id(current)
+
+    def select_id(self, conversation_id: str | None) -> None:
+        """Highlight the conversation with this id, if it is shown."""
+        if conversation_id is None:
+            return
+        # Not shown when filtered out or beyond the rows shown: then nothing is highlighted.
+        with contextlib.suppress(OptionDoesNotExist):
+            self.highlighted = self.get_option_index(conversation_id)
+
+    @property
+    def highlighted_id(self) -> str | None:
+        """The id of the highlighted conversation, if a conversation row is highlighted."""
+        if self.highlighted is None:
+            return None
+        return self.get_option_at_index(self.highlighted).id
+
+    @property
+    def shown_ids(self) -> list[str]:
+        """Ids of the conversations in the list, top to bottom."""
+        return [option.id for option in self.options if option.id is not None]
