@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingsMap, BindingType
 from textual.keys import key_to_character
+from textual.widgets import TextArea
 
 from tui.bridge import EngineBridge, EngineFailed, EngineReady
 from tui.screens.chat import ChatScreen
@@ -43,6 +44,8 @@ class ChatcoreApp(App[None]):
         Binding("f2", "plugins", "Plugins", id="plugins"),
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
+        # Ctrl-C quits as in any terminal program, unless there is a selection to copy.
+        Binding("ctrl+c", "copy_or_quit", "Quit", id="copy_or_quit", show=False, priority=True),
     ]
 
     def __init__(
@@ -87,6 +90,13 @@ class ChatcoreApp(App[None]):
     async def action_quit(self) -> None:
         await self.bridge.stop()  # in-flight replies are saved as partial
         self.exit()
+
+    async def action_copy_or_quit(self) -> None:
+        focused = self.focused
+        if isinstance(focused, TextArea) and focused.selected_text:
+            self.copy_to_clipboard(focused.selected_text)
+            return
+        await self.action_quit()
 
     def check_keys(self) -> None:
         """Warn about ``[tui.keys]`` entries that can't work as written.

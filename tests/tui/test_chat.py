@@ -9,16 +9,17 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from textual.containers import VerticalScroll
 from textual.widgets import Input, OptionList, Static
 
 import tui.app
 from chatcore import Config, Message, MessageStatus, Role, load_config, open_engine
 from chatcore.store import Store, TurnRecord
 from tui.app import ChatcoreApp
-from tui.screens.chat import ChatScreen, MessageView
+from tui.screens.chat import MESSAGES_SHOWN, ChatScreen, MessageView
 from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
-from tui.widgets.message import NoticeView
+from tui.widgets.message import EarlierMessages, NoticeView
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -202,6 +203,31 @@ async def test_a_past_conversation_opens_from_the_list(data_dir: Path) -> None:
     talks = await stored(config)
     assert [m.content for m in talks[older][1]][-2:] == ["and birds", "echo: and birds"]
     assert len(talks[newer][1]) == 2
+
+
+async def test_a_long_conversation_opens_a_page_at_a_time(data_dir: Path) -> None:
+    config = load_config(default_backend="echo")
+    (long_one,) = await seed(config, [f"turn {i}" for i in range(25)])  # 50 messages
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        app.chat.open_conversation(long_one)
+        await wait_for(lambda: len(log_views(app)) == MESSAGES_SHOWN)
+        assert log_views(app)[-1] == ("assistant", "echo: turn 24")
+        assert notices(app) == ["… 30 earlier messages (click to show more)"]
+        log = app.chat.query_one("#log", VerticalScroll)
+        log.scroll_home(animate=False)  # where a reader would go to find it
+        await pilot.pause()
+        await pilot.click(EarlierMessages)
+        await wait_for(lambda: len(log_views(app)) == 2 * MESSAGES_SHOWN)
+        assert notices(app) == ["… 10 earlier messages (click to show more)"]
+        log.scroll_home(animate=False)
+        await pilot.pause()
+        await pilot.click(EarlierMessages)
+        await wait_for(lambda: len(log_views(app)) == 50)
+        assert notices(app) == []
+        assert log_views(app)[0] == ("user", "turn 0")
+        await pilot.press("ctrl+q")
 
 
 async def test_escape_stops_a_slow_reply_and_keeps_it_partial(

@@ -382,7 +382,7 @@ async def test_help_lists_every_screens_actions_with_their_default_keys(
         assert rows["cancel_switch"][3] == "backend switcher"
         assert rows["close_help"] == ["escape, f1, q", "Close", "close_help", "help"]
         assert rows["Command palette"][0] == "ctrl+p"
-        assert list(rows)[:2] == ["quit", "new_chat"]  # app-wide actions first
+        assert list(rows)[:3] == ["quit", "copy_or_quit", "new_chat"]  # app-wide actions first
 
 
 async def test_help_follows_tui_keys(data_dir: Path, tmp_path: Path) -> None:

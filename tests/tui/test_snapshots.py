@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from chatcore import load_config
 from tui.app import ChatcoreApp
+from tui.widgets.prompt import PromptInput
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -34,6 +35,8 @@ def echo_app(tmp_path: Path) -> ChatcoreApp:
 async def engine_started(pilot: Pilot[None]) -> None:
     app = pilot.app
     assert isinstance(app, ChatcoreApp)
+    # A blinking cursor would be on in one snapshot and off in the next.
+    app.chat.query_one(PromptInput).cursor_blink = False
     await until(lambda: app.bridge.engine is not None)
     await pilot.pause()
 
@@ -60,7 +63,10 @@ def test_chat_screen_after_one_turn(
         await pilot.press(*"Show me **markdown** and `code`")
         await pilot.press("enter")
         await until(lambda: app.last_reply is not None)
-        await pilot.pause(0.2)
+        # Settle everything that follows a turn: the list refresh, Markdown, scrolling.
+        await until(lambda: bool(app.chat.state.summaries))
+        await pilot.wait_for_scheduled_animations()
+        await pilot.pause(0.3)
 
     assert snap_compare(echo_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 

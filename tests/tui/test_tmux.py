@@ -51,21 +51,23 @@ class Tmux:
         self("kill-server")
 
 
-def test_chatcore_starts_answers_and_quits_with_the_terminal_restored(tmp_path: Path) -> None:
+def start_chatcore(tmux: Tmux, tmp_path: Path) -> None:
+    """Bare `chatcore` on an echo-only config, in a 120x40 tmux window."""
     config = tmp_path / "echo.toml"
     config.write_text('default_backend = "echo"\n[backends.echo]\nplugin = "echo"\n')
-    env = subprocess_env({"TERM": "xterm-256color", "CHATCORE_CONFIG": str(config)})
-    exports = " ".join(
-        f"{k}={v!r}"
-        for k, v in env.items()
-        if k in ("CHATCORE_CONFIG", "CHATCORE_DATA_DIR", "CHATCORE_BACKEND", "PYTHONPATH", "HOME")
-    )
+    env = subprocess_env({"CHATCORE_CONFIG": str(config)})
+    wanted = ("CHATCORE_CONFIG", "CHATCORE_DATA_DIR", "CHATCORE_BACKEND", "PYTHONPATH", "HOME")
+    exports = " ".join(f"{k}={v!r}" for k, v in env.items() if k in wanted)
+    tmux(
+        "new-session", "-d", "-s", "smoke", "-x", "120", "-y", "40",
+        f"env {exports} TERM=xterm-256color {CHATCORE}; echo chatcore-exited-$?; sleep 30",
+    )  # fmt: skip
+
+
+def test_chatcore_starts_answers_and_quits_with_the_terminal_restored(tmp_path: Path) -> None:
     tmux = Tmux()
     try:
-        tmux(
-            "new-session", "-d", "-s", "smoke", "-x", "120", "-y", "40",
-            f"env {exports} TERM=xterm-256color {CHATCORE}; echo chatcore-exited-$?; sleep 30",
-        )  # fmt: skip
+        start_chatcore(tmux, tmp_path)
         tmux.wait_for("backend echo")
         tmux("send-keys", "-t", "smoke", "-l", "hello from tmux")
         tmux("send-keys", "-t", "smoke", "Enter")
@@ -74,5 +76,17 @@ def test_chatcore_starts_answers_and_quits_with_the_terminal_restored(tmp_path: 
         screen = tmux.wait_for("chatcore-exited-0")
         assert tmux("display-message", "-p", "-t", "smoke", "#{alternate_on}").strip() == "0"
         assert "echo: hello from tmux" not in screen  # the app's screen is gone
+    finally:
+        tmux.kill()
+
+
+def test_ctrl_c_quits_cleanly_too(tmp_path: Path) -> None:
+    tmux = Tmux()
+    try:
+        start_chatcore(tmux, tmp_path)
+        tmux.wait_for("backend echo")
+        tmux("send-keys", "-t", "smoke", "C-c")
+        tmux.wait_for("chatcore-exited-0")
+        assert tmux("display-message", "-p", "-t", "smoke", "#{alternate_on}").strip() == "0"
     finally:
         tmux.kill()

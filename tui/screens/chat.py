@@ -31,7 +31,7 @@ from chatcore import (
 )
 from tui.widgets.conversations import ConversationList
 from tui.widgets.dialogs import ConfirmDialog, TextPrompt
-from tui.widgets.message import MessageView, NoticeView
+from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar
 
@@ -55,7 +55,7 @@ __all__ = [
     "export_markdown",
 ]
 
-MESSAGES_SHOWN = 200
+MESSAGES_SHOWN = 20
 """Messages rendered when a stored conversation opens; older ones are summarised."""
 NEW_TITLE = "New conversation"
 PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
@@ -183,6 +183,8 @@ class _ScreenState:
     turn: _TurnState | None = None
     turns: int = 0
     summaries: list[ConversationSummary] = field(default_factory=list)
+    earlier: list[Message] = field(default_factory=list)
+    """Messages of the open conversation not rendered yet, oldest first."""
 
 
 class ChatScreen(Screen[None]):
@@ -232,6 +234,9 @@ class ChatScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # Anchored, the log follows new text to its end without a scroll per chunk,
+        # and lets go as soon as someone scrolls up to read.
+        self.query_one("#log", VerticalScroll).anchor()
         self.query_one(PromptInput).focus()
         self.refresh_status()
         # Now that the widgets (and their bindings) exist, every action id is known.
@@ -492,7 +497,6 @@ class ChatScreen(Screen[None]):
         if turn is None or turn.key != event.turn:
             return
         await turn.view.append(event.text)
-        self.query_one("#log", VerticalScroll).scroll_end(animate=False)
 
     async def on_reply_done(self, event: ReplyDone) -> None:
         turn = self.state.turn
@@ -577,17 +581,32 @@ class ChatScreen(Screen[None]):
         self.chat_app.last_reply = replies[-1] if replies else None
         log = self.query_one("#log", VerticalScroll)
         await log.remove_children()
-        hidden = len(event.messages) - MESSAGES_SHOWN
-        views: list[Any] = []
-        if hidden > 0:
-            views.append(NoticeView(f"… {hidden} earlier messages", level="info"))
-        views.extend(
-            MessageView(m.role, m.content, status=str(m.status), note=m.metadata.get("error"))
-            for m in event.messages[-MESSAGES_SHOWN:]
-        )
-        await log.mount_all(views)
-        log.scroll_end(animate=False)
+        # A page of the newest messages renders at once; older pages on request,
+        # since each rendered message costs Textual several widgets to lay out.
+        self.state.earlier = list(event.messages)
+        await self._show_earlier(log)
+        log.anchor()
         self.query_one(PromptInput).focus()
+
+    async def _show_earlier(self, log: VerticalScroll) -> None:
+        page = self.state.earlier[-MESSAGES_SHOWN:]
+        del self.state.earlier[-MESSAGES_SHOWN:]
+        views: list[Any] = [
+            MessageView(m.role, m.content, status=str(m.status), note=m.metadata.get("error"))
+            for m in page
+        ]
+        if self.state.earlier:
+            views.insert(0, EarlierMessages(len(self.state.earlier)))
+        for old in log.query(EarlierMessages):
+            await old.remove()
+        if log.children:
+            await log.mount_all(views, before=0)
+        else:
+            await log.mount_all(views)
+
+    @on(EarlierMessages.Requested)
+    async def earlier_requested(self) -> None:
+        await self._show_earlier(self.query_one("#log", VerticalScroll))
 
     def on_conversation_renamed(self, event: ConversationRenamed) -> None:
         if event.conversation_id == self.state.conversation_id:

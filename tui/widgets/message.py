@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from textual.containers import Vertical
+from textual.message import Message
 from textual.widgets import Markdown, Static
 
 from chatcore import MessageStatus, Role
@@ -13,7 +15,7 @@ if TYPE_CHECKING:
     from textual.app import ComposeResult
     from textual.widgets.markdown import MarkdownStream
 
-__all__ = ["MessageView", "NoticeView"]
+__all__ = ["EarlierMessages", "MessageView", "NoticeView"]
 
 
 def _flag(status: str, note: str | None) -> str:
@@ -77,3 +79,18 @@ class NoticeView(Static):
         super().__init__(text, classes=f"notice -{level}", markup=False)
         self.text = text
         self.level = level
+
+
+class EarlierMessages(NoticeView):
+    """ "… N earlier messages": clicking shows the next page of them."""
+
+    @dataclass
+    class Requested(Message):
+        pass
+
+    def __init__(self, count: int) -> None:
+        super().__init__(f"… {count} earlier messages (click to show more)", level="info")
+        self.count = count
+
+    def on_click(self) -> None:
+        self.post_message(self.Requested())
