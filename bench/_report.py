@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COLUMNS", "Row", "Summary", "ms", "print_table", "ratio"]
+__all__ = ["COLUMNS", "Report", "Row", "Summary", "conclude", "ms", "print_table", "ratio"]
 
 
 @dataclass(frozen=True)
@@ -66,3 +66,40 @@ def ratio(value: float, peer: float) -> str:
         return "—"
     r = value / peer
     return f"{r:.2f}x" if r < 10 else f"{r:,.0f}x"
+
+
+@dataclass
+class Report:
+    """Missed targets and broken checks, collected across a benchmark's sections."""
+
+    missed: list[str] = field(default_factory=list)
+    broken: list[str] = field(default_factory=list)
+    pending: list[str] = field(default_factory=list)
+
+    def target(self, name: str, ok: bool) -> str:
+        if not ok:
+            self.missed.append(name)
+        return "yes" if ok else "**MISSED**"
+
+    def check(self, name: str, ok: bool, detail: str) -> None:
+        self.pending.append(f"- {name}: {detail} — {'OK' if ok else 'BROKEN'}")
+        if not ok:
+            self.broken.append(name)
+
+    def print_checks(self) -> None:
+        if self.pending:
+            print("\nChecks:\n")
+            print("\n".join(self.pending))
+            self.pending.clear()
+
+
+def conclude(report: Report) -> int:
+    """Print the verdict line; exit status 1 only when the run itself was broken."""
+    print()
+    if report.broken:
+        print(f"BROKEN RUN (numbers not trustworthy): {', '.join(report.broken)}")
+    if report.missed:
+        print(f"Targets MISSED: {', '.join(report.missed)}")
+    else:
+        print("All targets met.")
+    return 1 if report.broken else 0

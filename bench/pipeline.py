@@ -18,12 +18,12 @@ import tempfile
 import time
 import types
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from _report import Row, Summary, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, ms, print_table, ratio
 
 from chatcore import open_engine
 from chatcore.config import Config, load_config, shipped_config_path
@@ -175,34 +175,6 @@ def make_config(data_dir: Path, *, with_plugins: bool) -> Config:
 
 
 # --- statistics and tables ------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "yes" if ok else "**MISSED**"
-
-
-@dataclass
-class Report:
-    """What the sections found beyond their tables: missed targets and broken checks."""
-
-    missed: list[str] = field(default_factory=list)
-    broken: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-
-    def target(self, name: str, ok: bool) -> str:
-        if not ok:
-            self.missed.append(name)
-        return verdict(ok)
-
-    def print_checks(self) -> None:
-        print("\nChecks:\n")
-        print("\n".join(self.pending))
-        self.pending.clear()
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.pending.append(f"- {name}: {detail} — {'OK' if ok else 'BROKEN'}")
-        if not ok:
-            self.broken.append(name)
 
 
 # --- 1. per-turn overhead -------------------------------------------------------------------
@@ -576,14 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         trio.run(per_turn, sizes, tmp, report)
         trio.run(throughput, sizes, tmp, report)
         cold_start(sizes, tmp, report)
-    print()
-    if report.broken:
-        print(f"BROKEN RUN (numbers not trustworthy): {', '.join(report.broken)}")
-    if report.missed:
-        print(f"Targets MISSED: {', '.join(report.missed)}")
-    else:
-        print("All targets met.")
-    return 1 if report.broken else 0
+    return conclude(report)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from _report import Row, Summary, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, ms, print_table, ratio
 from textual.app import App, ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message as UIMessage
@@ -100,31 +100,6 @@ QUICK = Sizes(
 
 
 # --- report ----------------------------------------------------------------------------------
-
-
-@dataclass
-class Report:
-    """Missed targets and broken checks, collected across the sections."""
-
-    missed: list[str] = field(default_factory=list)
-    broken: list[str] = field(default_factory=list)
-    pending: list[str] = field(default_factory=list)
-
-    def target(self, name: str, ok: bool) -> str:
-        if not ok:
-            self.missed.append(name)
-        return "yes" if ok else "**MISSED**"
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.pending.append(f"- {name}: {detail} — {'OK' if ok else 'BROKEN'}")
-        if not ok:
-            self.broken.append(name)
-
-    def print_checks(self) -> None:
-        if self.pending:
-            print("\nChecks:\n")
-            print("\n".join(self.pending))
-            self.pending.clear()
 
 
 def plural(n: int, word: str = "run") -> str:
@@ -1243,14 +1218,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             streaming(sizes, tmp, report)
         if "open" in only:
             opening(sizes, tmp, report)
-    print()
-    if report.broken:
-        print(f"BROKEN RUN (numbers not trustworthy): {', '.join(report.broken)}")
-    if report.missed:
-        print(f"Targets MISSED: {', '.join(report.missed)}")
-    else:
-        print("All targets met.")
-    return 1 if report.broken else 0
+    return conclude(report)
 
 
 if __name__ == "__main__":
