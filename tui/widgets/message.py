@@ -82,11 +82,11 @@ class NoticeView(Static):
 
 
 class EarlierMessages(NoticeView):
-    """ "… N earlier messages": clicking shows the next page of them."""
+    """The "… N earlier messages" line: clicking it shows the next page of them."""
 
     @dataclass
     class Requested(Message):
-        pass
+        """Someone asked for the next page of earlier messages."""
 
     def __init__(self, count: int) -> None:
         super().__init__(f"… {count} earlier messages (click to show more)", level="info")

@@ -31,7 +31,7 @@ class StatusBar(Static):
 
     @dataclass
     class BackendClicked(Message):
-        pass
+        """The backend part was clicked: open the switcher."""
 
     def render(self) -> str:
         parts = [f"backend {self.backend or '…'}"]
