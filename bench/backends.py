@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from _report import Row, Summary, ms, print_table, ratio
+from _report import Report, Row, Summary, ms, print_table, ratio
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -450,25 +450,6 @@ def signed_ms(value: float, digits: int = 3) -> str:
     return f"{value:+.{digits}f} ms"
 
 
-@dataclass
-class Report:
-    """Missed targets and broken checks, as in ``bench/pipeline.py``."""
-
-    missed: list[str] = field(default_factory=list)
-    broken: list[str] = field(default_factory=list)
-    checks: list[str] = field(default_factory=list)
-
-    def target(self, name: str, ok: bool) -> str:
-        if not ok:
-            self.missed.append(name)
-        return "yes" if ok else "**MISSED**"
-
-    def check(self, name: str, ok: bool, detail: str) -> None:
-        self.checks.append(f"- {name}: {detail} — {'OK' if ok else 'BROKEN'}")
-        if not ok:
-            self.broken.append(name)
-
-
 LABELS = {
     "raw_trio": "raw `AsyncOpenAI`, Trio (peer)",
     "raw_asyncio": "raw `AsyncOpenAI`, asyncio",
@@ -718,8 +699,7 @@ def orchestrate(sizes: Sizes, skip_litellm: bool) -> int:
             "its own process, so the event loop and the openai version cancel out. chatcore's "
             "stream ends after the user message and the reply are committed to SQLite."
         )
-    print("\nChecks:\n")
-    print("\n".join(report.checks))
+    report.print_checks()
     print()
     if report.broken:
         print(f"BROKEN RUN (numbers not trustworthy): {', '.join(report.broken)}")

@@ -230,16 +230,21 @@ async def test_a_long_conversation_opens_a_page_at_a_time(data_dir: Path) -> Non
         await pilot.press("ctrl+q")
 
 
+async def start_slow_reply(pilot: Pilot[None], app: ChatcoreApp) -> None:
+    """Send LONG_TEXT on the slow backend and wait until its reply has begun."""
+    await started(app)
+    await pilot.press(*LONG_TEXT)
+    await pilot.press("enter")
+    await wait_for(lambda: log_views(app)[-1][1].startswith("echo:"))
+
+
 async def test_escape_stops_a_slow_reply_and_keeps_it_partial(
     data_dir: Path, tmp_path: Path
 ) -> None:
     config = config_from(tmp_path, SLOW)
     app = ChatcoreApp(config, backend="slow")
     async with app.run_test() as pilot:
-        await started(app)
-        await pilot.press(*LONG_TEXT)
-        await pilot.press("enter")
-        await wait_for(lambda: log_views(app)[-1][1].startswith("echo:"))
+        await start_slow_reply(pilot, app)
         await pilot.press("escape")
         await wait_for(lambda: app.chat.state.turn is None)
         role, shown = log_views(app)[-1]
@@ -259,10 +264,7 @@ async def test_quitting_during_a_slow_reply_keeps_it_partial(
     config = config_from(tmp_path, SLOW)
     app = ChatcoreApp(config, backend="slow")
     async with app.run_test() as pilot:
-        await started(app)
-        await pilot.press(*LONG_TEXT)
-        await pilot.press("enter")
-        await wait_for(lambda: log_views(app)[-1][1].startswith("echo:"))
+        await start_slow_reply(pilot, app)
         await pilot.press("ctrl+q")
         await wait_for(lambda: not app.bridge.running)
     assert app.return_code == 0
