@@ -29,7 +29,7 @@ from .errors import (
 from .hooks import HookRegistry
 from .messages import Chunk, Message, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
-from .plugins import PluginManager, PluginStatus
+from .plugins import BackgroundJobs, PluginManager, PluginStatus
 from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, TurnRecord
 
 if TYPE_CHECKING:
@@ -466,7 +466,8 @@ async def open_engine(
     store = Store(cfg.db_path)
     try:
         hooks = HookRegistry()
-        manager = PluginManager(cfg, hooks)
+        jobs = BackgroundJobs()
+        manager = PluginManager(cfg, hooks, store=store, jobs=jobs)
         writer = StoreWriter(store, capacity=runtime.channel_capacity)
         async with open_supervisor(
             max_restarts=runtime.max_restarts,
@@ -492,6 +493,7 @@ async def open_engine(
                 pipeline=pipeline,
             )
             try:
+                await supervisor.start(jobs)
                 await manager.initialize()
                 await engine._restore_stats()
                 await supervisor.start(writer)

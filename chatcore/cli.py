@@ -20,7 +20,15 @@ if TYPE_CHECKING:
     from .messages import Message
     from .store import Store
 
-__all__ = ["main"]
+__all__ = [
+    "PLUGIN_COMMANDS",
+    "config_option",
+    "json_option",
+    "load_command_config",
+    "main",
+    "print_json",
+    "run_guarded",
+]
 
 EXIT_INTERRUPTED = 130
 HEALTH_TIMEOUT_S = 5.0
@@ -81,7 +89,60 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
-@click.group(invoke_without_command=True)
+# Public helpers for plugins that add commands (see ``PLUGIN_COMMANDS``): the same
+# config lookup, error lines and exit codes as chatcore's own commands.
+load_command_config = _load
+run_guarded = _guarded
+print_json = _print_json
+
+PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
+    "memory": ("memory", "Long-term memories the chat remembers about you."),
+    "rag": ("rag", "Documents the chat answers from (RAG): add, search, list, remove."),
+}
+"""Subcommands that built-in plugins provide: command → (plugin name, one-line help).
+
+The plugin class is imported only when its command runs (``chatcore --help``
+stays fast); its classmethod ``cli_command()`` returns the click command.
+"""
+
+
+class _ChatcoreGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *PLUGIN_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is not None or cmd_name not in PLUGIN_COMMANDS:
+            return command
+        plugin, _ = PLUGIN_COMMANDS[cmd_name]
+        from .errors import PluginLoadError
+        from .plugins import resolve_plugin_class
+
+        try:
+            command = resolve_plugin_class(plugin).cli_command()  # type: ignore[attr-defined]
+        except (PluginLoadError, AttributeError) as exc:
+            _fail(f"the {cmd_name!r} command comes from the {plugin!r} plugin, which failed: {exc}")
+        assert isinstance(command, click.Command)
+        command.name = cmd_name
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # The listing uses PLUGIN_COMMANDS' help, so `--help` imports no plugin.
+        rows = []
+        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
+        for name in self.list_commands(ctx):
+            if name in PLUGIN_COMMANDS and name not in self.commands:
+                rows.append((name, PLUGIN_COMMANDS[name][1]))
+                continue
+            command = self.commands[name]
+            if not command.hidden:
+                rows.append((name, command.get_short_help_str(limit)))
+        if rows:
+            with formatter.section("Commands"):
+                formatter.write_dl(rows)
+
+
+@click.group(cls=_ChatcoreGroup, invoke_without_command=True)
 @click.version_option(package_name="chatcore")
 @config_option
 @click.option("--backend", default=None, help="Backend to chat with (a [backends.NAME] table).")

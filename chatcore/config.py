@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -56,6 +56,7 @@ __all__ = [
     "resolve_config_path",
     "shipped_config_path",
     "user_config_path",
+    "validate_settings",
 ]
 
 APP_NAME = "chatcore"
@@ -877,3 +878,22 @@ def load_config(
             data[key] = value
             origins[key] = "override"
     return _validate(data, path=file, origins=origins)
+
+
+SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
+
+
+def validate_settings(
+    model: type[SettingsModel], data: Mapping[str, Any], *, path: Path | None, key: str
+) -> SettingsModel:
+    """Validate a plugin's own ``config`` table against its settings model.
+
+    Raises:
+        ConfigError: naming ``path`` and the dotted key below ``key``
+            (e.g. ``plugins[0].config.patterns[1].regex``).
+    """
+    try:
+        return model.model_validate(dict(data))
+    except ValidationError as exc:
+        inner = _translate(exc, None, {}, dict(data))
+        raise ConfigError(path, f"{key}.{inner.key}" if inner.key else key, inner.problem) from None

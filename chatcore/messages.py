@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from collections.abc import Mapping
 
 __all__ = [
+    "REPLY_METADATA",
     "ChatContext",
     "Chunk",
     "Message",
@@ -147,6 +148,11 @@ class Chunk:
 
     def replace(self, **changes: Any) -> Self:
         return dataclasses.replace(self, **changes)
+
+
+REPLY_METADATA = "reply_metadata"
+"""Key of ``ChatContext.metadata`` whose mapping the pipeline merges into the reply's
+metadata: how a feature attaches something to the answer (RAG's ``citations``)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,7 @@ from .errors import (
     PluginError,
 )
 from .hooks import HookRegistry, HookType
-from .messages import ChatContext, Chunk, Message, MessageStatus, Role
+from .messages import REPLY_METADATA, ChatContext, Chunk, Message, MessageStatus, Role
 from .plugins import CallNext, PluginManager, PluginType
 from .result import PluginResult
 
@@ -467,7 +467,9 @@ class Pipeline:
             status = MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR
         else:
             status = MessageStatus.COMPLETE
-        metadata: dict[str, Any] = {"backend": attempt.context.backend}
+        # Features leave what the reply should carry (RAG's citations, say) here.
+        metadata: dict[str, Any] = {**context.metadata.get(REPLY_METADATA, {})}
+        metadata["backend"] = attempt.context.backend
         if failed and attempt.error is None:
             metadata["fallback_from"] = failed
         if attempt.error is not None:

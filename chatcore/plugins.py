@@ -16,6 +16,7 @@ import heapq
 import importlib
 import importlib.util
 import inspect
+import logging
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
 
 import trio
 
@@ -45,7 +46,10 @@ from .messages import ChatContext, Chunk, Message, Role
 from .result import PluginResult
 
 if TYPE_CHECKING:
+    from pydantic import BaseModel
+
     from .config import BackendConfig, Config, PluginEntry
+    from .store import KVNamespace, Store
 
 __all__ = [
     "ENTRY_POINT_GROUP",
@@ -61,6 +65,7 @@ __all__ = [
     "Middleware",
     "Pluggable",
     "PluginConfig",
+    "PluginHost",
     "PluginLifecycle",
     "PluginManager",
     "PluginMetadata",
@@ -73,6 +78,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "chatcore.plugins"
+
+logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
@@ -218,6 +225,70 @@ class BackendProvider(Pluggable, Protocol):
     async def aclose(self) -> None: ...
 
 
+# --- what the engine offers a plugin -----------------------------------------------------
+
+BackgroundJob = Callable[[], Awaitable[None]]
+
+
+@dataclass(frozen=True, slots=True)
+class PluginHost:
+    """What a running engine lends a plugin, set as ``plugin.host`` before ``initialize``.
+
+    A plugin gets its own key-value namespace in the store (``kv``), a way to
+    run slow work off the turn (``spawn``), and the configured backends
+    (``backend``), e.g. to embed text or summarise. ``database_path`` is the
+    engine's SQLite file, for built-in features that keep their own tables in it.
+    """
+
+    name: str
+    kv: KVNamespace
+    data_dir: Path
+    database_path: Path
+    backend: Callable[[str], Awaitable[BaseBackendProvider]]
+    """Load (if needed) and return the backend configured under that name."""
+    spawn: Callable[[BackgroundJob], bool]
+    """Run a job in the background; False when the queue is full (try again later)."""
+
+
+class BackgroundJobs:
+    """The actor that runs plugins' background jobs (summaries, indexing) in its nursery.
+
+    A job that raises is logged and dropped; it never takes the engine down.
+    """
+
+    name = "plugin-jobs"
+
+    def __init__(self, capacity: int = 64) -> None:
+        self._send, self._receive = trio.open_memory_channel[BackgroundJob](capacity)
+        self.running = 0
+        self.failed = 0
+        self.last_error: str | None = None
+
+    def submit(self, job: BackgroundJob) -> bool:
+        try:
+            self._send.send_nowait(job)
+        except trio.WouldBlock:
+            return False
+        return True
+
+    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        async with trio.open_nursery() as nursery:
+            task_status.started()
+            async for job in self._receive:
+                nursery.start_soon(self._guarded, job)
+
+    async def _guarded(self, job: BackgroundJob) -> None:
+        self.running += 1
+        try:
+            await job()
+        except Exception as exc:
+            self.failed += 1
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            logger.warning("background job %r failed: %s", job, self.last_error)
+        finally:
+            self.running -= 1
+
+
 # --- base classes ----------------------------------------------------------------------------
 
 _HOOK_ATTR = "__chatcore_hook__"
@@ -246,9 +317,16 @@ class BasePlugin(abc.ABC):
     """
 
     metadata: ClassVar[PluginMetadata]
+    settings_model: ClassVar[type[BaseModel] | None] = None
+    """A pydantic model of the plugin's ``config`` table; when set, the manager
+    validates the table at load (a bad value is a ``ConfigError`` naming the file
+    and key) and ``initialize`` puts the validated model in ``self.settings``."""
     config: Mapping[str, Any]
+    settings: Any
     plugin_config: PluginConfig
     name: str
+    host: PluginHost | None = None
+    """Set by the engine's plugin manager; None when a plugin runs outside an engine."""
 
     def __init__(self) -> None:
         self.config = MappingProxyType({})
@@ -258,6 +336,8 @@ class BasePlugin(abc.ABC):
         self.plugin_config = config
         self.config = MappingProxyType(dict(config.config))
         self.name = config.name
+        if self.settings_model is not None:
+            self.settings = self.settings_model.model_validate(dict(config.config))
         await self._do_initialize()
 
     async def shutdown(self) -> None:
@@ -698,9 +778,19 @@ _STAGE_OF_TYPE = {
 class PluginManager:
     """Loads, orders, runs and reports on every plugin and backend of an engine."""
 
-    def __init__(self, config: Config, hooks: HookRegistry | None = None) -> None:
+    def __init__(
+        self,
+        config: Config,
+        hooks: HookRegistry | None = None,
+        *,
+        store: Store | None = None,
+        jobs: BackgroundJobs | None = None,
+    ) -> None:
         self.config = config
         self.hooks = hooks or HookRegistry()
+        self.store = store
+        """Where plugins' key-value namespaces live; without it plugins get no ``host``."""
+        self.jobs = jobs
         self._plugins: dict[str, LoadedPlugin] = {}
         self._backends: dict[str, LoadedPlugin] = {}
         self._started: list[LoadedPlugin] = []
@@ -744,6 +834,16 @@ class PluginManager:
         if not entry.enabled:
             return record
         self._import(record)
+        model = getattr(record.instance, "settings_model", None)
+        if model is not None:
+            # A mistake in a plugin's own table is a config error like any other:
+            # it names the file and the key, and the engine does not start.
+            from .config import validate_settings
+
+            index = self.config.plugins.index(entry)
+            validate_settings(
+                model, entry.config, path=self.config.source, key=f"plugins[{index}].config"
+            )
         if entry.name is None and record.metadata is not None:
             # Unnamed entries are known by the plugin's own name ("shout"), not the spec.
             record.name = record.lifecycle.name = record.metadata.name
@@ -1104,8 +1204,29 @@ class PluginManager:
             aliases[record.name] = record.name
         return aliases
 
+    def _host_for(self, name: str) -> PluginHost | None:
+        if self.store is None:
+            return None
+        jobs = self.jobs
+        return PluginHost(
+            name=name,
+            kv=self.store.kv(name),
+            data_dir=self.config.resolved_data_dir,
+            database_path=self.store.path,
+            backend=self._backend_instance,
+            spawn=jobs.submit if jobs is not None else _no_background,
+        )
+
+    async def _backend_instance(self, name: str) -> BaseBackendProvider:
+        record = await self.ensure_backend(name)
+        if record.lifecycle.state is not PluginState.ACTIVE or record.instance is None:
+            why = f": {record.lifecycle.reason}" if record.lifecycle.reason else ""
+            raise PluginError(f"backend {name!r} is {record.lifecycle.state}{why}")
+        return cast("BaseBackendProvider", record.instance)
+
     async def _activate(self, record: LoadedPlugin) -> None:
         assert record.instance is not None
+        record.instance.host = self._host_for(record.name)
         record.lifecycle.transition(PluginState.INITIALIZING)
         try:
             await record.instance.initialize(record.plugin_config)
@@ -1228,6 +1349,10 @@ class PluginManager:
             return
         self._register_hooks(record)
         record.lifecycle.transition(PluginState.ACTIVE)
+
+
+def _no_background(job: BackgroundJob) -> bool:
+    return False
 
 
 async def _never_called(payload: Any, context: ChatContext) -> None:

@@ -327,6 +327,49 @@ def m001_initial(db: Database) -> None:
     db.table("sync_state").create({"key": str, "value": str}, pk="key")
 
 
+@migration
+def m002_rag_and_memory(db: Database) -> None:
+    """Documents and chunks for RAG (FTS5 over chunk text), long-term memories."""
+    db.table("documents").create(
+        {
+            "id": str,
+            "path": str,
+            "title": str,
+            "sha256": str,
+            "size": int,
+            "added_at": str,
+            "metadata": str,
+        },
+        pk="id",
+        not_null={"path", "title", "sha256", "size", "added_at", "metadata"},
+        defaults={"metadata": "{}"},
+    )
+    db.table("documents").create_index(["path"], unique=True)
+    db.table("chunks").create(
+        {
+            "id": int,
+            "document_id": str,
+            "ordinal": int,
+            "heading": str,
+            "text": str,
+            "embedding": bytes,
+            "embed_model": str,
+        },
+        pk="id",
+        not_null={"document_id", "ordinal", "text"},
+        foreign_keys=[ForeignKey("chunks", "document_id", "documents", "id", on_delete="CASCADE")],
+    )
+    db.table("chunks").create_index(["document_id", "ordinal"], unique=True)
+    db.table("chunks").enable_fts(["heading", "text"], create_triggers=True, tokenize="porter")
+    db.table("memories").create(
+        {"id": str, "user": str, "content": str, "created_at": str, "metadata": str},
+        pk="id",
+        not_null={"user", "content", "created_at", "metadata"},
+        defaults={"metadata": "{}"},
+    )
+    db.table("memories").create_index(["user", "created_at"])
+
+
 # --------------------------------------------------------------------------- SQL
 
 _UPSERT_CONVERSATION = """

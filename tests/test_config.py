@@ -699,4 +699,5 @@ def test_public_surface() -> None:
         "resolve_config_path",
         "shipped_config_path",
         "user_config_path",
+        "validate_settings",
     }

@@ -581,12 +581,13 @@ async def test_a_crashed_actor_is_restarted_and_visible_in_status(
         assert str(actors["flaky"].state) == "running"
         assert {
             "store",
+            "plugin-jobs",
             *(["gateway", "middleware", "processors", "features", "backend", "after"]),
         } <= set(actors)
         assert (await engine.conversation().send("still here")).content == "echo: still here"
         status = engine.status()
         assert (status.store.records, status.store.failed) == (1, 0)
-        assert status.as_dict()["actors"][0]["name"] == "store"
+        assert status.as_dict()["actors"][0]["name"] == "plugin-jobs"
 
 
 async def test_an_actor_crashing_faster_than_the_restart_intensity_stops_the_engine(

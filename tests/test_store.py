@@ -113,46 +113,51 @@ def test_reopening_applies_nothing_twice(db_path: Path) -> None:
     assert migrate(db) == []
 
 
-def test_database_at_m001_migrates_forward(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("version", range(1, len(MIGRATIONS) + 1))
+def test_database_at_every_version_migrates_forward(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
+) -> None:
     old = open_database(db_path)
-    assert migrate(old, MIGRATIONS[:1]) == ["m001_initial"]
+    assert migrate(old, MIGRATIONS[:version]) == [m.name for m in MIGRATIONS[:version]]
     old.execute(
         "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
         ["c-old", "Old", "2024-01-01T00:00:00.000000+00:00", "2024-01-01T00:00:00.000000+00:00"],
     )
-    m001_row = list(old.table("_migrations").rows)
+    applied_before = list(old.table("_migrations").rows)
     old.close()
 
-    def m002_add_notes(db: Database) -> None:
+    later = len(MIGRATIONS) + 1
+    name = f"m{later:03d}_add_notes"
+
+    def add_notes(db: Database) -> None:
         db.table("notes").create({"id": int, "text": str}, pk="id")
 
-    newer = [*MIGRATIONS, Migration("m002_add_notes", m002_add_notes)]
+    newer = [*MIGRATIONS, Migration(name, add_notes)]
     monkeypatch.setattr(store_module, "MIGRATIONS", newer)
     with Store(db_path) as upgraded:
-        assert upgraded.schema_version() == 2
+        assert upgraded.schema_version() == later
         assert upgraded.get_conversation("c-old") is not None
     db = open_database(db_path)
     assert "notes" in db.table_names()
     rows = list(db.table("_migrations").rows)
-    assert [row["name"] for row in rows] == ["m001_initial", "m002_add_notes"]
-    assert rows[0] == m001_row[0]
+    assert [row["name"] for row in rows] == [*(m.name for m in MIGRATIONS), name]
+    assert rows[:version] == applied_before
 
 
 def test_failed_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(db_path).close()
 
-    def m002_broken(db: Database) -> None:
+    def broken(db: Database) -> None:
         db.table("half_done").create({"id": int}, pk="id")
         raise RuntimeError("migration bug")
 
-    monkeypatch.setattr(
-        store_module, "MIGRATIONS", [*MIGRATIONS, Migration("m002_broken", m002_broken)]
-    )
+    name = f"m{len(MIGRATIONS) + 1:03d}_broken"
+    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, Migration(name, broken)])
     with pytest.raises(RuntimeError, match="migration bug"):
         Store(db_path)
     db = open_database(db_path)
     assert "half_done" not in db.table_names()
-    assert [row["name"] for row in db.table("_migrations").rows] == ["m001_initial"]
+    assert [row["name"] for row in db.table("_migrations").rows] == [m.name for m in MIGRATIONS]
 
 
 def test_database_from_a_newer_version_is_refused(db_path: Path) -> None:
@@ -169,9 +174,10 @@ def test_migration_registry_rejects_bad_names_and_gaps(tmp_path: Path) -> None:
     def m007_skipped(db: Database) -> None:
         pass
 
-    with pytest.raises(ValueError, match="'m007_skipped' is out of order: expected number 2"):
+    expected = len(MIGRATIONS) + 1
+    with pytest.raises(ValueError, match=f"out of order: expected number {expected}"):
         migration(m007_skipped)
-    assert [step.name for step in MIGRATIONS] == ["m001_initial"]
+    assert [step.name for step in MIGRATIONS] == ["m001_initial", "m002_rag_and_memory"]
     with pytest.raises(ValueError, match=r"numbered 1..n without gaps, got \[2\]"):
         migrate(open_database(tmp_path / "x.db"), [Migration("m002_x", m007_skipped)])
 
