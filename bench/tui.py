@@ -274,8 +274,11 @@ class Probe:
     def handed(self, fragment: str, now: int) -> None:
         """The chat screen handed ``fragment`` to a MessageView."""
 
-    def appended(self, widget: Markdown, fragment: str, now: int) -> None:
-        """``widget`` finished appending ``fragment`` to its blocks."""
+    def appended(self, widget: Any, fragment: str, now: int) -> None:
+        """``widget`` (a Markdown, or the chat's streaming body) finished showing ``fragment``."""
+
+    def retarget(self, widget: Any) -> None:
+        """``widget`` now shows the reply instead of the one ``appended`` reported."""
 
 
 @contextmanager
@@ -317,6 +320,27 @@ def instrumented(probe: Probe) -> Iterator[None]:
         return AwaitComplete(appended())
 
     patch(Markdown, "append", append_markdown)
+
+    from tui.widgets import message
+
+    body_append = getattr(message, "StreamingBody", None) and message.StreamingBody.append
+    if body_append is not None:
+        # The chat streams into its own body widget, not through Markdown.append.
+
+        async def append_body(body: Any, fragment: str) -> None:
+            await body_append(body, fragment)
+            probe.appended(body, fragment, time.perf_counter_ns())
+
+        patch(message.StreamingBody, "append", append_body)
+
+    view_finish = chat.MessageView.finish
+
+    async def finish_view(view: Any, status: str | None) -> None:
+        await view_finish(view, status)
+        # The streaming body gives way to a Markdown widget holding the same text.
+        view.call_after_refresh(lambda: probe.retarget(view.query_one(Markdown)))
+
+    patch(chat.MessageView, "finish", finish_view)
 
     view_append = getattr(chat.MessageView, "append", None)
     if view_append is not None:
@@ -543,14 +567,11 @@ class StreamProbe(Probe):
         self.in_widget_ns = [0] * n
         self.painted_ns = [0] * n
         self.log: VerticalScroll | None = None
-        self.target: Markdown | None = None
+        self.target: Any = None
         self._handed = self._in_widget = self._painted = 0
         self._handed_len = self._widget_len = 0
         self.frames: list[int] = []
         self.frames_behind = 0
-        self.layouts: list[tuple[int, int]] = []
-        """(text in the widget, content height of the log) at each frame."""
-        self._layout = 0
 
     def _stamp(self, stamps: list[int], done: int, length: int, now: int) -> int:
         while done < len(self.ends) and self.ends[done] <= length:
@@ -562,7 +583,7 @@ class StreamProbe(Probe):
         self._handed_len += len(fragment)
         self._handed = self._stamp(self.handed_ns, self._handed, self._handed_len, now)
 
-    def appended(self, widget: Markdown, fragment: str, now: int) -> None:
+    def appended(self, widget: Any, fragment: str, now: int) -> None:
         if self.target is None:
             self.target = widget
         if widget is self.target:
@@ -570,29 +591,19 @@ class StreamProbe(Probe):
             self._in_widget = self._stamp(self.in_widget_ns, self._in_widget, self._widget_len, now)
 
     def frame(self, app: App[Any], now: int) -> None:
-        log = self.log
-        if log is None or self._painted == len(self.ends):
+        if self.log is None or self._painted == len(self.ends) or not self._widget_len:
             return
-        if self._widget_len:
-            self.frames.append(now)
-        height = log.virtual_size.height
-        self.layouts.append((self._widget_len, height))
-        # Text only grows at the bottom of the log, so a chunk's last row is at most the
-        # content height of the first frame laid out with it; it is on screen once the
-        # visible part of the log reaches that far down.
-        visible_bottom = log.scroll_y + height - log.max_scroll_y
-        if visible_bottom < height - 0.5:
+        self.frames.append(now)
+        # Text only grows at the end of the target widget, so everything in it is on
+        # screen once the widget's last row is inside the visible part of the log.
+        placement = app.screen._compositor.visible_widgets.get(self.target)
+        if placement is None or placement[0].bottom > placement[1].bottom:
             self.frames_behind += 1
-        while self._painted < len(self.ends):
-            end = self.ends[self._painted]
-            while self._layout < len(self.layouts) and self.layouts[self._layout][0] < end:
-                self._layout += 1
-            if self._layout == len(self.layouts):
-                break
-            if visible_bottom < self.layouts[self._layout][1] - 0.5:
-                break
-            self.painted_ns[self._painted] = now
-            self._painted += 1
+            return
+        self._painted = self._stamp(self.painted_ns, self._painted, self._widget_len, now)
+
+    def retarget(self, widget: Any) -> None:
+        self.target = widget
 
     @property
     def all_painted(self) -> bool:
@@ -762,7 +773,7 @@ def streaming(sizes: Sizes, tmp: Path, report: Report) -> None:
             cell(handed, "p95"),
         ),
         Row(
-            "chunk made → in the Markdown widget (blocks updated)",
+            "chunk made → in the widget showing the reply",
             cell(widget),
             cell(widget, "p95"),
             cell(peer_widget),
@@ -833,10 +844,13 @@ def streaming(sizes: Sizes, tmp: Path, report: Report) -> None:
             "In-process with `app.run_test()` on the real engine (Trio in guest mode), "
             "persistence on. A bench backend streams generated Markdown (headings, prose, "
             "lists, code blocks) on an absolute schedule and stamps each chunk when made. "
-            "*On screen* is the first frame painted once the chunk is in the Markdown widget "
-            "and the visible part of the log reaches down to it (the bottom of the log as "
-            "laid out with it); headless Textual skips turning a frame into terminal bytes, "
-            "so the bench does that step itself. The peer is Textual alone: one Markdown in "
+            "*On screen* is the first frame painted once the chunk is in the widget showing "
+            "the reply (the chat's streaming body; the peer's Markdown) with that widget's "
+            "last row inside the visible part of the log; headless Textual skips turning a "
+            "frame into terminal bytes, so the bench does that step itself. The chat streams "
+            "into a body that renders finished blocks once and re-renders only the open one, "
+            "and swaps in a Markdown widget when the reply ends. The peer is Textual alone: "
+            "one Markdown in "
             "a VerticalScroll fed through MarkdownStream with `scroll_end` after each write, "
             "on the same schedule and text.",
             f"Frames painted while the newest text was below the visible part of the log: "

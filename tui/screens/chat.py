@@ -89,10 +89,33 @@ class TurnStarted(UIMessage):
     conversation_id: str
 
 
+class StreamedText:
+    """Text streamed by the engine that the screen has not shown yet.
+
+    Both loops run on one thread, so this is shared without a lock. The engine
+    posts one ``ReplyChunk`` when the buffer goes from empty to not; the screen
+    takes everything gathered by then. At 200 chunks a second, a message per
+    chunk keeps the screen's queue busy, and Textual paints only when it is idle.
+    """
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+
+    def add(self, text: str) -> bool:
+        """Gather ``text``; True when the screen must be told (the buffer was empty)."""
+        self._parts.append(text)
+        return len(self._parts) == 1
+
+    def take(self) -> str:
+        text = "".join(self._parts)
+        self._parts.clear()
+        return text
+
+
 @dataclass
 class ReplyChunk(UIMessage):
     turn: int
-    text: str
+    streamed: StreamedText
 
 
 @dataclass
@@ -290,10 +313,11 @@ class ChatScreen(Screen[None]):
             self._replies[key] = reply
             if key in self._stop_asked:
                 reply.cancel()
+            streamed = StreamedText()
             async with reply:
                 async for chunk in reply:
-                    if chunk.text:
-                        self.post_message(ReplyChunk(key, chunk.text))
+                    if chunk.text and streamed.add(chunk.text):
+                        self.post_message(ReplyChunk(key, streamed))
         except Exception as exc:  # ends the turn in the UI whatever went wrong
             error = exc
         finally:
@@ -381,7 +405,7 @@ class ChatScreen(Screen[None]):
             self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
         log = self.query_one("#log", VerticalScroll)
-        view = MessageView(Role.ASSISTANT)
+        view = MessageView(Role.ASSISTANT, streaming=True)
         await log.mount_all([MessageView(Role.USER, event.text), view])
         log.scroll_end(animate=False)
         self.state.turns += 1
@@ -494,9 +518,10 @@ class ChatScreen(Screen[None]):
 
     async def on_reply_chunk(self, event: ReplyChunk) -> None:
         turn = self.state.turn
-        if turn is None or turn.key != event.turn:
+        text = event.streamed.take()
+        if turn is None or turn.key != event.turn or not text:
             return
-        await turn.view.append(event.text)
+        await turn.view.append(text)
 
     async def on_reply_done(self, event: ReplyDone) -> None:
         turn = self.state.turn

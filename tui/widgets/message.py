@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from rich.markdown import Markdown as RichMarkdown
 from textual.containers import Vertical
 from textual.message import Message
 from textual.widgets import Markdown, Static
@@ -13,9 +15,74 @@ from chatcore import MessageStatus, Role
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
-    from textual.widgets.markdown import MarkdownStream
 
-__all__ = ["EarlierMessages", "MessageView", "NoticeView"]
+__all__ = ["EarlierMessages", "MessageView", "NoticeView", "StreamingBody", "settled_length"]
+
+_FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+
+
+def settled_length(text: str, start: int = 0) -> int:
+    """How much of ``text`` (from ``start``, a block boundary) is whole Markdown blocks.
+
+    A block ends at a blank line outside a fenced code block; text after the last
+    such line may still change how it renders (an open paragraph, list or fence).
+    """
+    settled = start
+    fence: str | None = None
+    position = start
+    for line in text[start:].splitlines(keepends=True):
+        position += len(line)
+        if not line.endswith("\n"):
+            break  # the last line is still arriving
+        marker = _FENCE.match(line)
+        if fence is None:
+            if marker:
+                fence = marker.group(1)
+            elif not line.strip():
+                settled = position
+        elif marker and marker.group(1)[0] == fence[0] and len(marker.group(1)) >= len(fence):
+            fence = None
+    return settled
+
+
+def _rendered(markdown: str) -> RichMarkdown:
+    return RichMarkdown(markdown, code_theme="monokai", hyperlinks=False)
+
+
+class StreamingBody(Vertical):
+    """A reply while it streams: finished blocks rendered once, the open block per chunk.
+
+    Textual's Markdown widget re-parses the open block and mounts new block widgets
+    inside a batch update, which holds back every frame until the mount is done;
+    at 200 chunks/s that starves the screen. Here a chunk only re-renders the open
+    block, and a finished block becomes one fixed widget. When the reply ends the
+    message swaps this for a Markdown widget of the whole text.
+    """
+
+    DEFAULT_CSS = """
+    StreamingBody { height: auto; padding: 0 0 0 2; }
+    StreamingBody > Static { height: auto; }
+    StreamingBody > .-settled { margin: 0 0 1 0; }
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.text = ""
+        self._settled = 0
+        self._open = Static("", classes="-open")
+
+    def compose(self) -> ComposeResult:
+        yield self._open
+
+    async def append(self, fragment: str) -> None:
+        self.text += fragment
+        settled = settled_length(self.text, self._settled)
+        if settled > self._settled:
+            block = self.text[self._settled : settled].strip("\n")
+            self._settled = settled
+            if block:
+                await self.mount(Static(_rendered(block), classes="-settled"), before=self._open)
+        self._open.update(_rendered(self.text[self._settled :]))
 
 
 def _flag(status: str, note: str | None) -> str:
@@ -40,6 +107,7 @@ class MessageView(Vertical):
         *,
         status: str | None = None,
         note: str | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__(classes=f"-{Role(role).value}")
         self.role = Role(role)
@@ -47,28 +115,38 @@ class MessageView(Vertical):
         self.status = status
         """``partial`` or ``error`` once the reply ended unfinished; shown as ``[partial]``."""
         self.note = note
-        self._stream: MarkdownStream | None = None
+        self._streaming = StreamingBody() if streaming else None
+        """The body while the reply streams (``streaming=True``); a Markdown widget after."""
 
     def compose(self) -> ComposeResult:
         yield Static("you" if self.role is Role.USER else str(self.role), classes="role")
-        yield Markdown(self.text)
+        yield self._streaming if self._streaming is not None else Markdown(self.text)
         if self.status and self.status != MessageStatus.COMPLETE:
             yield Static(_flag(self.status, self.note), classes="flag", markup=False)
 
     async def append(self, fragment: str) -> None:
+        """Show one more streamed piece of the reply."""
         self.text += fragment
-        if self._stream is None:
-            self._stream = Markdown.get_stream(self.query_one(Markdown))
-        await self._stream.write(fragment)
+        if self._streaming is None:
+            raise RuntimeError("append() needs a MessageView made with streaming=True")
+        await self._streaming.append(fragment)
 
     async def finish(self, status: str | None) -> None:
-        """The reply is over: flush the stream, flag it unless it is complete."""
-        if self._stream is not None:
-            await self._stream.stop()
-            self._stream = None
+        """The reply is over: show it as Markdown, flag it unless it is complete."""
+        streaming, self._streaming = self._streaming, None
+        if streaming is not None:
+            # After the frame that shows the last words: the swap parses the whole
+            # reply, and nobody should wait for that to see how it ended.
+            self.call_after_refresh(self._show_as_markdown, streaming)
         if status and status != MessageStatus.COMPLETE:
             self.status = status
             await self.mount(Static(_flag(status, None), classes="flag", markup=False))
+
+    async def _show_as_markdown(self, streaming: StreamingBody) -> None:
+        # One swap, painted as one frame: never both bodies, never neither.
+        with self.app.batch_update():
+            await self.mount(Markdown(self.text), before=streaming)
+            await streaming.remove()
 
 
 class NoticeView(Static):

@@ -1,0 +1,89 @@
+"""The streaming body of a reply: which text is settled, and the swap to Markdown at the end."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from textual.app import App, ComposeResult
+from textual.widgets import Markdown, Static
+
+from chatcore import Role
+from tui.widgets.message import MessageView, StreamingBody, settled_length
+
+FENCED = "Intro line\n\n```python\nx = 1\n\ny = 2\n```\n\nAfter the code\n"
+
+markdown_lines = st.lists(
+    st.sampled_from(["", "text", "## Heading", "- item", "```", "~~~", "    code", "````"]),
+    max_size=30,
+)
+
+
+def test_blank_lines_end_blocks_and_the_open_block_is_not_settled() -> None:
+    text = "First paragraph\n\nSecond one, still arriving"
+    assert text[: settled_length(text)] == "First paragraph\n\n"
+    assert settled_length("no blank line yet\n") == 0
+    assert settled_length("") == 0
+
+
+def test_a_blank_line_inside_a_fence_does_not_end_a_block() -> None:
+    inside = FENCED[: FENCED.index("y = 2")]
+    assert inside[: settled_length(inside)] == "Intro line\n\n"
+    assert FENCED[: settled_length(FENCED)] == FENCED[: FENCED.index("After")]
+
+
+def test_a_shorter_or_different_fence_does_not_close_one() -> None:
+    text = "````\n```\n\n~~~\n\n````\n\nend\n"
+    assert text[: settled_length(text)] == "````\n```\n\n~~~\n\n````\n\n"
+
+
+@given(markdown_lines, st.integers(min_value=0, max_value=400), st.booleans())
+def test_settling_in_steps_agrees_with_settling_at_once(
+    lines: list[str], cut: int, open_last_line: bool
+) -> None:
+    text = "\n".join(lines) + ("" if open_last_line else "\n")
+    cut = min(cut, len(text))
+    earlier = settled_length(text[:cut])
+    assert earlier <= cut
+    assert settled_length(text, earlier) == settled_length(text)
+    settled = settled_length(text)
+    assert settled == 0 or text[:settled].endswith("\n")
+
+
+class OneReply(App[None]):
+    def compose(self) -> ComposeResult:
+        yield MessageView(Role.ASSISTANT, streaming=True)
+
+
+@pytest.mark.asyncio
+async def test_a_streamed_reply_settles_blocks_then_becomes_markdown() -> None:
+    app = OneReply()
+    async with app.run_test() as pilot:
+        view = app.query_one(MessageView)
+        body = view.query_one(StreamingBody)
+        pieces = [FENCED[i : i + 7] for i in range(0, len(FENCED), 7)]
+        for piece in pieces:
+            await view.append(piece)
+        await pilot.pause()
+        settled = [str(w.visual) for w in body.query(".-settled").results(Static)]
+        assert len(settled) == 2  # the intro, then the whole code block
+        assert body.text == view.text == FENCED
+        await view.finish("complete")
+        await pilot.pause()
+        await pilot.pause()
+        assert not view.query(StreamingBody)
+        assert view.query_one(Markdown).source == FENCED
+
+
+@pytest.mark.asyncio
+async def test_a_reply_that_stops_midway_is_flagged_partial() -> None:
+    app = OneReply()
+    async with app.run_test() as pilot:
+        view = app.query_one(MessageView)
+        await view.append("Half a sent")
+        await view.finish("partial")
+        await pilot.pause()
+        await pilot.pause()
+        assert view.query_one(Markdown).source == "Half a sent"
+        flags = [str(w.visual) for w in view.query(".flag").results(Static)]
+        assert flags == ["[partial]"]
