@@ -9,9 +9,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
+from pydantic import BaseModel, ConfigDict
 
 from chatcore import ChatContext, Chunk, Message, PluginResult, Usage
 from chatcore.hooks import HookType
+from chatcore.messages import REPLY_METADATA
 from chatcore.plugins import (
     BaseBackendProvider,
     BaseFeatureExtension,
@@ -147,6 +149,40 @@ class AddSystem(BaseFeatureExtension):
     async def enrich(self, context: ChatContext) -> PluginResult[ChatContext]:
         EVENTS.append(f"{self.name}:enrich")
         return PluginResult.ok(context.replace(system=str(self.config.get("system", "be brief"))))
+
+
+class Cites(BaseFeatureExtension):
+    """Attaches fixed citations to the reply, the way the RAG feature does."""
+
+    metadata = PluginMetadata(name="cites", plugin_type=PluginType.FEATURE_EXTENSION)
+    CITATIONS: ClassVar[list[dict[str, Any]]] = [
+        {"document": "guide.md", "chunk": 3, "score": 0.4213, "heading": "Install"},
+        {"document": "faq.txt", "chunk": 0, "score": 0.2},
+    ]
+
+    async def enrich(self, context: ChatContext) -> PluginResult[ChatContext]:
+        return PluginResult.ok(
+            context.with_metadata(**{REPLY_METADATA: {"citations": self.CITATIONS}})
+        )
+
+
+class TunedSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threshold: int = 3
+    words: list[str] = []
+
+
+class Tuned(BaseMessageProcessor):
+    """Declares its settings; the manager validates its [plugins.config] table."""
+
+    metadata = PluginMetadata(name="tuned", plugin_type=PluginType.MESSAGE_PROCESSOR)
+    settings_model = TunedSettings
+
+    async def process_message(
+        self, message: Message, context: ChatContext
+    ) -> PluginResult[Message]:
+        settings: TunedSettings = self.settings
+        return PluginResult.ok(message.replace(content=f"{message.content} x{settings.threshold}"))
 
 
 class ModelSwitch:

@@ -15,8 +15,11 @@ from conftest import PLUGIN_STATUS_KEYS
 import chatcore
 from chatcore import (
     BackendError,
+    ChatContext,
+    ConfigError,
     EngineStopped,
     InvalidInput,
+    Message,
     MessageStatus,
     UnknownBackend,
     open_engine,
@@ -291,6 +294,67 @@ async def test_processors_middleware_features_and_hooks_run_in_pipeline_order(
         "onion:out:system=enriched model=switched-model history=user:hi!",
         "hook:on_request_complete:system=enriched model=switched-model history=user:hi!",
     ]
+
+
+async def test_what_a_feature_leaves_for_the_reply_is_in_its_metadata_and_stored(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:Cites"))
+    async with open_engine(config) as engine:
+        conversation = engine.conversation()
+        reply = await conversation.send("where is the install guide?")
+        stored = (await conversation.messages())[-1]
+    assert reply.metadata["citations"] == engine_plugins.Cites.CITATIONS
+    assert reply.metadata["backend"] == "echo"
+    assert stored.metadata["citations"] == engine_plugins.Cites.CITATIONS
+
+
+async def test_plugins_get_a_host_with_their_own_store_namespace_and_the_backends(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:Cites"))
+    async with open_engine(config) as engine:
+        assert engine.plugins.get_plugin_status()["cites"].state == "active"
+        plugin = engine.plugins._record("cites").instance
+        assert plugin is not None and plugin.host is not None
+        host = plugin.host
+        host.kv.set("seen", {"n": 1})
+        assert engine.store.kv("cites").get("seen") == {"n": 1}
+        assert engine.store.kv("other").get("seen") is None
+        assert host.database_path == data_dir / "chatcore.db"
+        echo = await host.backend("echo")
+        assert (await echo.chat(ChatContext("c", (Message.user("hi"),)))).content == "echo: hi"
+        done = trio.Event()
+
+        async def job() -> None:
+            done.set()
+
+        assert host.spawn(job)
+        with trio.fail_after(5):
+            await done.wait()
+
+
+async def test_a_plugin_gets_its_validated_settings(write_config: WriteConfig) -> None:
+    config = write_config(BASE + plugin_entry("engine_plugins:Tuned", config={"threshold": 7}))
+    async with open_engine(config) as engine:
+        reply = await engine.conversation().send("hi")
+    assert reply.content == "echo: hi x7"
+
+
+async def test_a_bad_value_in_a_plugins_own_table_names_the_file_and_key(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(
+        BASE
+        + plugin_entry("engine_plugins:Cites")
+        + plugin_entry("engine_plugins:Tuned", config={"threshold": "lots"})
+    )
+    with pytest.raises(ConfigError) as info:
+        async with open_engine(config):
+            pass
+    assert str(info.value) == (
+        f"{config}: plugins[1].config.threshold: expected a whole number, got 'lots'"
+    )
 
 
 async def test_a_blocking_processor_answers_and_the_backend_is_never_called(

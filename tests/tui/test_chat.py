@@ -645,3 +645,31 @@ async def test_every_binding_has_an_id_and_a_description() -> None:
         for binding in owner.BINDINGS:
             assert not isinstance(binding, tuple)
             assert binding.id and binding.description, (owner.__name__, binding.key)
+
+
+async def test_sources_a_reply_was_answered_from_are_listed_under_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, ECHO + '[[plugins]]\nplugin = "engine_plugins:Cites"\n')
+    expected = (
+        "Sources:\n[1] guide.md > Install (chunk 3, score 0.42)\n[2] faq.txt (chunk 0, score 0.20)"
+    )
+
+    def sources(app: ChatcoreApp) -> list[str]:
+        views = list(app.chat.query(MessageView))
+        return [str(w.visual) for w in views[-1].query(".citations").results(Static)]
+
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await send(pilot, "where is the guide?")
+        await wait_for(lambda: sources(app) == [expected])
+        conversation_id = app.chat.state.conversation_id
+        await pilot.press("ctrl+q")
+    # Reopened later, the stored reply still names its sources.
+    again = ChatcoreApp(config, conversation=conversation_id)
+    async with again.run_test() as pilot:
+        await started(again)
+        await wait_for(lambda: len(list(again.chat.query(MessageView))) == 2)
+        assert sources(again) == [expected]
+        await pilot.press("ctrl+q")

@@ -534,6 +534,8 @@ class ChatScreen(Screen[None]):
         if event.error is not None and not turn.view.text:
             await turn.view.remove()  # nothing was said: the notice tells what happened
         if message is not None:
+            if turn.view.is_attached:
+                await turn.view.show_citations(message.metadata.get("citations"))
             await self._reply_stored(message)
         if event.error is not None:
             text, advice = describe_error(event.error)
@@ -617,7 +619,13 @@ class ChatScreen(Screen[None]):
         page = self.state.earlier[-MESSAGES_SHOWN:]
         del self.state.earlier[-MESSAGES_SHOWN:]
         views: list[Any] = [
-            MessageView(m.role, m.content, status=str(m.status), note=m.metadata.get("error"))
+            MessageView(
+                m.role,
+                m.content,
+                status=str(m.status),
+                note=m.metadata.get("error"),
+                citations=m.metadata.get("citations"),
+            )
             for m in page
         ]
         if self.state.earlier:

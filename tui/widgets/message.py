@@ -85,6 +85,31 @@ class StreamingBody(Vertical):
         self._open.update(_rendered(self.text[self._settled :]))
 
 
+def citation_lines(citations: object) -> list[str]:
+    """``[1] guide.md > Install (chunk 3, score 0.42)`` for each citation a reply carries.
+
+    Citations come from the RAG feature as ``reply.metadata["citations"]``; anything
+    malformed there is skipped rather than shown as a traceback.
+    """
+    if not isinstance(citations, list):
+        return []
+    lines = []
+    for number, cited in enumerate(citations, 1):
+        if not isinstance(cited, dict) or "document" not in cited:
+            continue
+        where = str(cited["document"])
+        if cited.get("heading"):
+            where += f" > {cited['heading']}"
+        details = []
+        if cited.get("chunk") is not None:
+            details.append(f"chunk {cited['chunk']}")
+        if isinstance(cited.get("score"), int | float):
+            details.append(f"score {cited['score']:.2f}")
+        suffix = f" ({', '.join(details)})" if details else ""
+        lines.append(f"[{number}] {where}{suffix}")
+    return lines
+
+
 def _flag(status: str, note: str | None) -> str:
     return f"[{status}] {note}" if note else f"[{status}]"
 
@@ -98,6 +123,7 @@ class MessageView(Vertical):
     MessageView.-user > .role { color: $accent; }
     MessageView > .flag { color: $warning; }
     MessageView > Markdown { margin: 0; padding: 0 0 0 2; }
+    MessageView > .citations { color: $text-muted; padding: 0 0 0 2; }
     """
 
     def __init__(
@@ -108,6 +134,7 @@ class MessageView(Vertical):
         status: str | None = None,
         note: str | None = None,
         streaming: bool = False,
+        citations: object = None,
     ) -> None:
         super().__init__(classes=f"-{Role(role).value}")
         self.role = Role(role)
@@ -117,12 +144,24 @@ class MessageView(Vertical):
         self.note = note
         self._streaming = StreamingBody() if streaming else None
         """The body while the reply streams (``streaming=True``); a Markdown widget after."""
+        self.citations = citation_lines(citations)
 
     def compose(self) -> ComposeResult:
         yield Static("you" if self.role is Role.USER else str(self.role), classes="role")
         yield self._streaming if self._streaming is not None else Markdown(self.text)
+        if self.citations:
+            yield self._citation_view()
         if self.status and self.status != MessageStatus.COMPLETE:
             yield Static(_flag(self.status, self.note), classes="flag", markup=False)
+
+    def _citation_view(self) -> Static:
+        return Static("Sources:\n" + "\n".join(self.citations), classes="citations", markup=False)
+
+    async def show_citations(self, citations: object) -> None:
+        """List the sources a finished reply was answered from (RAG), under its text."""
+        self.citations = citation_lines(citations)
+        if self.citations and not self.query(".citations"):
+            await self.mount(self._citation_view())
 
     async def append(self, fragment: str) -> None:
         """Show one more streamed piece of the reply."""
