@@ -425,20 +425,20 @@ class Pipeline:
 
     async def _backend(self, turn: Turn) -> None:
         assert turn.context is not None
+        unhooked = turn.context
         if self.hooks.has(HookType.BEFORE_MODEL_LOAD):
             outcome = await self.hooks.run(HookType.BEFORE_MODEL_LOAD, turn.context, turn.context)
             turn.context = outcome.value
             if outcome.reply is not None:
                 await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
                 return
-        context = turn.context
-        await self._generate(turn, context)
+        await self._generate(turn, turn.context, unhooked)
         if self.hooks.has(HookType.AFTER_MESSAGE):
             await self.after.send_channel.send(turn)
         else:
             await self._persist(turn)
 
-    async def _generate(self, turn: Turn, context: ChatContext) -> None:
+    async def _generate(self, turn: Turn, context: ChatContext, unhooked: ChatContext) -> None:
         """Get the reply from the turn's backend, retrying and falling back as configured.
 
         A retryable error (unreachable, timeout, rate limit, server error) is retried
@@ -447,6 +447,9 @@ class Pipeline:
         turn moves to the next backend of ``[router] fallbacks``. Nothing is retried
         once text has streamed: what arrived is kept as a ``partial`` reply. Errors a
         person must fix (auth, bad request, unknown model) fail the turn at once.
+        ``BEFORE_MODEL_LOAD`` runs again for each fallback, on the context as it was
+        before the hooks (``unhooked``): a hook may treat backends differently (the PII
+        redactor redacts for cloud backends only).
         """
         primary = context.backend
         candidates = [primary, *(b for b in self.fallbacks if b != primary)]
@@ -456,7 +459,13 @@ class Pipeline:
             for name in candidates:
                 if name != primary:
                     model = turn.options.model or self._backend_model(name)
-                    attempt = _Attempt(context.replace(backend=name, model=model))
+                    candidate = unhooked.replace(backend=name, model=model)
+                    if self.hooks.has(HookType.BEFORE_MODEL_LOAD):
+                        outcome = await self.hooks.run(
+                            HookType.BEFORE_MODEL_LOAD, candidate, candidate
+                        )
+                        candidate = outcome.value
+                    attempt = _Attempt(candidate)
                 fall_back = await self._call_backend(turn, attempt)
                 if attempt.error is None or not fall_back or turn.parts:
                     break
@@ -548,19 +557,24 @@ class Pipeline:
         context = attempt.context
         provider = self.manager.get_backend_provider(context.backend)
         chunk_hooks = self.hooks.has(HookType.ON_STREAM_CHUNK)
+        sent = 0
         async for received in provider.stream(context):
             chunk = received
             if chunk_hooks:
                 chunk = (await self.hooks.run(HookType.ON_STREAM_CHUNK, chunk, context)).value
-            turn.parts.append(chunk.text)
+            if chunk.text:
+                # Only text counts as "something streamed": a processor holding text
+                # back (an empty chunk) must not stop a retry or a fallback.
+                turn.parts.append(chunk.text)
             if chunk.usage is not None:
                 attempt.tokens_in = chunk.usage.tokens_in
                 attempt.tokens_out = chunk.usage.tokens_out
             if chunk.model:
                 attempt.model = chunk.model
             if turn.chunks is not None:
+                sent += 1
                 try:
-                    if len(turn.parts) == 1:
+                    if sent == 1:
                         # The first piece goes out with a scheduling pass, so the
                         # caller sees it at once.
                         await turn.chunks.send(chunk)
