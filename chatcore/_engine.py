@@ -37,6 +37,8 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from .replication import Replicator, SyncStatus
+
 __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
 
 STATS_NAMESPACE = "@stats"
@@ -77,6 +79,7 @@ class Engine:
         hooks: HookRegistry,
         supervisor: Supervisor,
         pipeline: Pipeline,
+        replicator: Replicator | None = None,
     ) -> None:
         self.config = config
         self.store = store
@@ -84,6 +87,8 @@ class Engine:
         self.hooks = hooks
         self.supervisor = supervisor
         self._pipeline = pipeline
+        self.replicator = replicator
+        """Replication to Redis; None when ``[replication] redis_url`` is empty."""
         self._conversations: dict[str, ConversationState] = {}
         self._in_flight: set[Turn] = set()
         self._closing = False
@@ -138,6 +143,17 @@ class Engine:
             data_dir=str(self.config.resolved_data_dir),
             default_backend=self.config.default_backend,
         )
+
+    def sync_status(self) -> SyncStatus | None:
+        """Connectivity, outbox depth and sync times; None when replication is off."""
+        return None if self.replicator is None else self.replicator.status()
+
+    def sync_now(self) -> bool:
+        """Push and pull now instead of at the next interval; False when replication is off."""
+        if self.replicator is None:
+            return False
+        self.replicator.request_sync()
+        return True
 
     # -- turns ------------------------------------------------------------------------
 
@@ -463,12 +479,19 @@ async def open_engine(
     else:
         cfg = load_config(config, **overrides)
     runtime = cfg.runtime
-    store = Store(cfg.db_path)
+    replicating = bool(cfg.replication.redis_url)
+    # Without a Redis to send them to, outbox rows would only pile up: none are written.
+    store = Store(cfg.db_path, outbox=replicating)
+    replicator: Replicator | None = None
     try:
         hooks = HookRegistry()
         jobs = BackgroundJobs()
         manager = PluginManager(cfg, hooks, store=store, jobs=jobs)
         writer = StoreWriter(store, capacity=runtime.channel_capacity)
+        if replicating:
+            from .replication import Replicator
+
+            replicator = Replicator(store, cfg.replication, hooks=hooks)
         async with open_supervisor(
             max_restarts=runtime.max_restarts,
             within_s=runtime.restart_window_seconds,
@@ -491,6 +514,7 @@ async def open_engine(
                 hooks=hooks,
                 supervisor=supervisor,
                 pipeline=pipeline,
+                replicator=replicator,
             )
             try:
                 await supervisor.start(jobs)
@@ -499,11 +523,16 @@ async def open_engine(
                 await supervisor.start(writer)
                 for stage in reversed(pipeline.stages):
                     await supervisor.start(stage)
+                if replicator is not None:
+                    # Started last, so it stops first: nothing is pushed mid-shutdown.
+                    await supervisor.start(replicator)
                 yield engine
             finally:
                 with trio.CancelScope(shield=True):
                     await engine._close(runtime.shutdown_grace_seconds)
     finally:
+        if replicator is not None:
+            replicator.close()
         store.close()
 
 

@@ -85,6 +85,12 @@ DEFAULT_CHANNEL_CAPACITY = 256
 DEFAULT_STAGE_CONCURRENCY = 256
 DEFAULT_SHUTDOWN_GRACE_SECONDS = 5.0
 DEFAULT_KEY_PREFIX = "chatcore"
+DEFAULT_REPLICATION_BATCH_SIZE = 500
+DEFAULT_PULL_INTERVAL_SECONDS = 5.0
+DEFAULT_REPLICATION_BACKOFF_SECONDS = 0.5
+DEFAULT_REPLICATION_BACKOFF_MAX_SECONDS = 30.0
+DEFAULT_REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
+DEFAULT_REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
 
 NAME_PATTERN = r"^[A-Za-z0-9_.-]+$"
 _NAME_HINT = "use only letters, digits, '_', '.' and '-'"
@@ -273,12 +279,45 @@ class ReplicationConfig(BaseModel):
     key_prefix: str = DEFAULT_KEY_PREFIX
     """Prefix of every Redis key (no braces: they are reserved for hash tags)."""
 
+    batch_size: int = Field(default=DEFAULT_REPLICATION_BATCH_SIZE, ge=1, le=10_000)
+    """Outbox rows sent to Redis in one pipelined round trip (and stream entries read per call)."""
+
+    pull_interval_seconds: float = Field(default=DEFAULT_PULL_INTERVAL_SECONDS, gt=0)
+    """Seconds between pulls of other devices' changes while online (push is continuous)."""
+
+    backoff_base_seconds: float = Field(default=DEFAULT_REPLICATION_BACKOFF_SECONDS, gt=0)
+    """Upper bound of the random wait after the first failed connection; doubles per failure."""
+
+    backoff_max_seconds: float = Field(default=DEFAULT_REPLICATION_BACKOFF_MAX_SECONDS, gt=0)
+    """Cap on the random wait between connection attempts."""
+
+    connect_timeout_seconds: float = Field(default=DEFAULT_REDIS_CONNECT_TIMEOUT_SECONDS, gt=0)
+    """Longest wait for a connection to Redis; past it, Redis counts as offline."""
+
+    command_timeout_seconds: float = Field(default=DEFAULT_REDIS_COMMAND_TIMEOUT_SECONDS, gt=0)
+    """Longest wait for Redis to answer one command or pipelined batch."""
+
     @field_validator("redis_url")
     @classmethod
     def _check_scheme(cls, value: str) -> str:
         value = value.strip()
-        if value and urlsplit(value).scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(f"expected a redis://, rediss:// or unix:// URL, got {value!r}")
+        if not value:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("redis", "rediss", "unix"):
+            # The value may hold a password: it is shown masked.
+            raise ValueError(
+                f"expected a redis://, rediss:// or unix:// URL, got {_mask_url(value)!r}"
+            )
+        try:
+            parts.port  # noqa: B018 - parsing is the check
+        except ValueError:
+            raise ValueError("the port in redis_url is not a number from 0 to 65535") from None
+        if any(p.split("=", 1)[0] == "password" for p in parts.query.split("&")):
+            raise ValueError(
+                "put the password in the URL's user part (redis://:PASSWORD@host:6379/0, "
+                "e.g. with ${REDIS_PASSWORD}), not in ?password=, so it can be masked"
+            )
         return value
 
     @field_validator("key_prefix")
@@ -287,6 +326,16 @@ class ReplicationConfig(BaseModel):
         if not value or any(c in value for c in "{} \t\n"):
             raise ValueError(f"expected a non-empty prefix without spaces or braces, got {value!r}")
         return value
+
+    @model_validator(mode="after")
+    def _backoff_ceiling(self) -> ReplicationConfig:
+        if self.backoff_max_seconds < self.backoff_base_seconds:
+            raise _KeyedError(
+                ("backoff_max_seconds",),
+                f"expected at least backoff_base_seconds "
+                f"({self.backoff_base_seconds}), got {self.backoff_max_seconds}",
+            )
+        return self
 
 
 def _default_backends() -> dict[str, BackendConfig]:

@@ -27,6 +27,7 @@ __all__ = [
     "MessageStatus",
     "Role",
     "Usage",
+    "citation_lines",
     "new_id",
     "utcnow",
 ]
@@ -153,6 +154,31 @@ class Chunk:
 REPLY_METADATA = "reply_metadata"
 """Key of ``ChatContext.metadata`` whose mapping the pipeline merges into the reply's
 metadata: how a feature attaches something to the answer (RAG's ``citations``)."""
+
+
+def citation_lines(citations: object) -> list[str]:
+    """``[1] guide.md > Install (chunk 3, score 0.42)`` for each citation a reply carries.
+
+    Citations come from the RAG feature as ``reply.metadata["citations"]``; anything
+    malformed there is skipped rather than shown as a traceback.
+    """
+    if not isinstance(citations, list):
+        return []
+    lines = []
+    for number, cited in enumerate(citations, 1):
+        if not isinstance(cited, dict) or "document" not in cited:
+            continue
+        where = str(cited["document"])
+        if cited.get("heading"):
+            where += f" > {cited['heading']}"
+        details = []
+        if cited.get("chunk") is not None:
+            details.append(f"chunk {cited['chunk']}")
+        if isinstance(cited.get("score"), int | float):
+            details.append(f"score {cited['score']:.2f}")
+        suffix = f" ({', '.join(details)})" if details else ""
+        lines.append(f"[{number}] {where}{suffix}")
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

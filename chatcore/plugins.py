@@ -982,6 +982,24 @@ class PluginManager:
         """Run the active processors over a user message (BEFORE_MESSAGE), in priority order."""
         return await self.hooks.run(HookType.BEFORE_MESSAGE, message, context)
 
+    def get_plugin(self, name: str) -> BasePlugin:
+        """The running instance of plugin ``name``, to call what it offers beyond its hooks.
+
+        Raises:
+            PluginError: no plugin of that name is loaded and active (the reason says why).
+        """
+        record = self._plugins.get(name)
+        if record is None or record.instance is None:
+            active = sorted(n for n, r in self._plugins.items() if _is_live(r))
+            raise PluginError(
+                f"no plugin named {name!r} is loaded (active: {', '.join(active) or 'none'}); "
+                f'add a [[plugins]] entry with plugin = "{name}" to the config'
+            )
+        if record.lifecycle.state is not PluginState.ACTIVE:
+            why = f": {record.lifecycle.reason}" if record.lifecycle.reason else ""
+            raise PluginError(f"plugin {name!r} is {record.lifecycle.state}{why}")
+        return record.instance
+
     def get_plugin_status(self) -> dict[str, PluginStatus]:
         """Every plugin and backend, keyed by name (backends first)."""
         status = {name: r.status() for name, r in self._backends.items()}

@@ -8,15 +8,19 @@ behind a batch and never see half of one. Schema changes are numbered migrations
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import closing, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from enum import StrEnum
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import trio
@@ -24,19 +28,25 @@ from sqlite_utils import Database
 from sqlite_utils.db import ForeignKey
 
 from .errors import ChatcoreError, ConversationNotFound, InvalidInput
+from .hlc import HybridClock, format_stamp, hlc_key
 from .messages import Message, MessageStatus, Role, utcnow
 
 __all__ = [
     "DB_FILENAME",
     "DEFAULT_TITLE",
     "MIGRATIONS",
+    "SEARCH_LIMIT",
     "STORE_MAX_BATCH",
     "STORE_QUEUE_CAPACITY",
     "TITLE_MAX_CHARS",
+    "Change",
+    "ChangeKind",
     "ConversationSummary",
     "KVNamespace",
     "MessageConflict",
     "Migration",
+    "OutboxEntry",
+    "SearchHit",
     "Store",
     "StoreError",
     "StoreStatistics",
@@ -45,7 +55,10 @@ __all__ = [
     "make_title",
     "migrate",
     "migration",
+    "search_query",
 ]
+
+log = logging.getLogger(__name__)
 
 DB_FILENAME = "chatcore.db"
 DEFAULT_TITLE = "New conversation"
@@ -59,6 +72,14 @@ INLINE_COMMIT_MAX_RECORDS = 4
 """Batches up to this size commit on the event loop: a commit of one or two turns
 takes tens of microseconds, far less than handing it to a worker thread and back.
 Larger batches, lock waits and checkpoints go to the worker thread."""
+
+SEARCH_LIMIT = 20
+"""How many hits ``Store.search`` returns unless asked for another number."""
+SYNC_DEVICE_ID = "device_id"
+"""``sync_state`` key of this database's device id (generated once, never changed)."""
+SYNC_HLC = "hlc"
+"""``sync_state`` key of the newest clock stamp, so stamps keep growing across restarts."""
+_RESERVED_SYNC_KEYS = frozenset({SYNC_DEVICE_ID, SYNC_HLC})
 
 _DIR_MODE = 0o700
 _FILE_MODE = 0o600
@@ -144,6 +165,237 @@ def make_title(text: str) -> str:
     return DEFAULT_TITLE
 
 
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message that matched a history search."""
+
+    conversation_id: str
+    title: str
+    message_id: str
+    role: Role
+    snippet: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict; the time as an ISO 8601 string."""
+        return {
+            "conversation_id": self.conversation_id,
+            "title": self.title,
+            "message_id": self.message_id,
+            "role": self.role.value,
+            "snippet": self.snippet,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def search_query(text: str) -> str | None:
+    """Turn what a person typed into a safe FTS5 query, or None if nothing is searchable.
+
+    Every whitespace-separated word becomes a quoted phrase (so FTS5 operators
+    and punctuation are just text) and all of them must match; a word ending in
+    ``*`` matches as a prefix. Words without a letter or digit are dropped.
+    """
+    terms = []
+    # FTS5 query text ends at a NUL byte, which would leave a quote open.
+    for word in text.replace("\x00", " ").split():
+        prefix = word.endswith("*")
+        word = word.rstrip("*")
+        if not any(ch.isalnum() for ch in word):
+            continue
+        phrase = '"' + word.replace('"', '""') + '"'
+        terms.append(phrase + "*" if prefix else phrase)
+    return " ".join(terms) or None
+
+
+# --------------------------------------------------------------------------- changes
+
+
+class ChangeKind(StrEnum):
+    """What a replicated change describes."""
+
+    CONVERSATION = "conversation"
+    MESSAGE = "message"
+    TOMBSTONE = "tombstone"
+
+
+_MESSAGE_FIELDS = (
+    "id",
+    "role",
+    "content",
+    "status",
+    "created_at",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "metadata",
+)
+_CONVERSATION_FIELDS = ("title", "created_at", "backend", "model", "system", "metadata")
+_TOMBSTONE_FIELDS = ("deleted_at",)
+_FIELDS = {
+    ChangeKind.MESSAGE: _MESSAGE_FIELDS,
+    ChangeKind.CONVERSATION: _CONVERSATION_FIELDS,
+    ChangeKind.TOMBSTONE: _TOMBSTONE_FIELDS,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One replicated change: what the outbox holds and what ``apply_changes`` merges.
+
+    ``data`` per kind: MESSAGE ``{id, role, content, status, created_at, model,
+    tokens_in, tokens_out, metadata}``; CONVERSATION ``{title, created_at, backend,
+    model, system, metadata}``; TOMBSTONE ``{deleted_at}``. Construction checks all
+    of it and raises ``StoreError`` naming the bad field, so a ``Change`` in hand is
+    always well-formed.
+    """
+
+    kind: ChangeKind
+    conversation_id: str
+    hlc: str
+    device_id: str
+    data: Mapping[str, Any]
+
+    def __post_init__(self) -> None:
+        try:
+            kind = ChangeKind(self.kind)
+        except ValueError:
+            choices = ", ".join(k.value for k in ChangeKind)
+            raise StoreError(
+                f"malformed change: kind: expected one of {choices}, got {self.kind!r}"
+            ) from None
+        object.__setattr__(self, "kind", kind)
+        where = f"malformed {kind.value} change"
+        if not isinstance(self.conversation_id, str) or not self.conversation_id:
+            raise StoreError(f"{where}: conversation_id: expected non-empty text")
+        where = f"{where} of conversation {self.conversation_id!r}"
+        try:
+            hlc_key(self.hlc)
+        except ValueError as exc:
+            raise StoreError(f"{where}: hlc: {exc}") from None
+        if not isinstance(self.device_id, str) or not self.device_id:
+            raise StoreError(f"{where}: device_id: expected non-empty text")
+        if not isinstance(self.data, Mapping):
+            raise StoreError(f"{where}: data: expected an object, got {type(self.data).__name__}")
+        data = dict(self.data)
+        _check_data(kind, data, where)
+        object.__setattr__(self, "data", MappingProxyType(data))
+
+    @property
+    def change_id(self) -> str:
+        """A stable id for dedupe: the same change always has the same id."""
+        if self.kind is ChangeKind.MESSAGE:
+            return f"msg:{self.data['id']}:{self.hlc}"
+        return f"{self.kind.value}:{self.conversation_id}:{self.hlc}"
+
+    @property
+    def order_key(self) -> tuple[str, str]:
+        """``(hlc, device_id)``: the last-writer-wins order (stamps sort as text)."""
+        return self.hlc, self.device_id
+
+    def to_json(self) -> str:
+        """Compact JSON text; ``Change.from_json(c.to_json()) == c``."""
+        return _change_json(self.kind, self.conversation_id, self.hlc, self.device_id, self.data)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Change:
+        """Parse what ``to_json`` wrote.
+
+        Raises:
+            StoreError: the text is not JSON, or not a well-formed change.
+        """
+        try:
+            value = json.loads(text)
+        except (ValueError, TypeError) as exc:
+            raise StoreError(f"malformed change: not JSON ({exc})") from None
+        if not isinstance(value, dict):
+            raise StoreError(f"malformed change: expected a JSON object, got {value!r:.80}")
+        missing = [
+            k for k in ("kind", "conversation_id", "hlc", "device_id", "data") if k not in value
+        ]
+        if missing:
+            raise StoreError(f"malformed change: missing {', '.join(missing)}")
+        return cls(
+            kind=value["kind"],
+            conversation_id=value["conversation_id"],
+            hlc=value["hlc"],
+            device_id=value["device_id"],
+            data=value["data"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxEntry:
+    """A change waiting to be replicated; ``id`` grows with every row written."""
+
+    id: int
+    change: Change
+
+
+def _change_json(
+    kind: ChangeKind, conversation_id: str, hlc: str, device_id: str, data: Mapping[str, Any]
+) -> str:
+    return _to_json(
+        {
+            "kind": kind.value,
+            "conversation_id": conversation_id,
+            "hlc": hlc,
+            "device_id": device_id,
+            "data": data,
+        }
+    )
+
+
+def _check_data(kind: ChangeKind, data: dict[str, Any], where: str) -> None:
+    missing = [name for name in _FIELDS[kind] if name not in data]
+    if missing:
+        raise StoreError(f"{where}: data: missing {', '.join(missing)}")
+
+    def expect(name: str, ok: bool, what: str) -> None:
+        if not ok:
+            raise StoreError(f"{where}: data.{name}: expected {what}, got {data[name]!r:.80}")
+
+    def text(name: str, *, optional: bool = False, non_empty: bool = False) -> None:
+        value = data[name]
+        if optional and value is None:
+            return
+        expect(name, isinstance(value, str) and (bool(value) or not non_empty), "text")
+
+    def timestamp(name: str) -> None:
+        value = data[name]
+        try:
+            ok = isinstance(value, str) and datetime.fromisoformat(value).tzinfo is not None
+        except ValueError:
+            ok = False
+        expect(name, ok, "an ISO 8601 time with a UTC offset")
+
+    def count(name: str) -> None:
+        value = data[name]
+        ok = value is None or (type(value) is int and value >= 0)
+        expect(name, ok, "a non-negative integer or null")
+
+    if kind is ChangeKind.TOMBSTONE:
+        timestamp("deleted_at")
+        return
+    timestamp("created_at")
+    expect("metadata", isinstance(data["metadata"], Mapping), "an object")
+    if kind is ChangeKind.CONVERSATION:
+        text("title")
+        for name in ("backend", "model", "system"):
+            text(name, optional=True)
+        return
+    text("id", non_empty=True)
+    text("content")
+    text("model", optional=True)
+    expect("role", data["role"] in Role._value2member_map_, "a role (system|user|assistant|tool)")
+    expect(
+        "status",
+        data["status"] in MessageStatus._value2member_map_,
+        "a status (complete|partial|error)",
+    )
+    count("tokens_in")
+    count("tokens_out")
+
+
 # --------------------------------------------------------------------------- encoding
 
 
@@ -156,10 +408,17 @@ def _dt_to_text(value: datetime) -> str:
 
 
 def _dt_from_text(text: str) -> datetime:
+    if text.endswith("+00:00"):
+        return datetime.fromisoformat(text)  # what this module writes: UTC already
     value = datetime.fromisoformat(text)
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def _canonical_time(text: str) -> str:
+    # Remote times are re-encoded so equal instants are equal text on every device.
+    return _dt_to_text(_dt_from_text(text))
 
 
 def _json_default(value: object) -> object:
@@ -361,6 +620,17 @@ def m002_rag_and_memory(db: Database) -> None:
     )
     db.table("chunks").create_index(["document_id", "ordinal"], unique=True)
     db.table("chunks").enable_fts(["heading", "text"], create_triggers=True, tokenize="porter")
+    # Storing a chunk's embedding must not re-index its text: only heading/text
+    # updates touch the FTS index.
+    db.conn.execute('DROP TRIGGER "chunks_au"')
+    db.conn.execute(
+        'CREATE TRIGGER "chunks_au" AFTER UPDATE OF "heading", "text" ON "chunks" BEGIN\n'
+        '  INSERT INTO "chunks_fts" ("chunks_fts", rowid, "heading", "text") '
+        'VALUES(\'delete\', old.rowid, old."heading", old."text");\n'
+        '  INSERT INTO "chunks_fts" (rowid, "heading", "text") '
+        'VALUES (new.rowid, new."heading", new."text");\n'
+        "END"
+    )
     db.table("memories").create(
         {"id": str, "user": str, "content": str, "created_at": str, "metadata": str},
         pk="id",
@@ -370,16 +640,96 @@ def m002_rag_and_memory(db: Database) -> None:
     db.table("memories").create_index(["user", "created_at"])
 
 
+def _stamp_from_time(created_at: str | None, device_id: str) -> str:
+    """A clock stamp for a row written before stamps existed: its creation time."""
+    when = _dt_from_text(created_at) if created_at else utcnow()
+    millis = int(when.timestamp() * 1000)
+    return format_stamp(max(millis, 0), 0, device_id)
+
+
+@migration
+def m003_replication(db: Database) -> None:
+    """Clock stamps on rows, the outbox, a device id, full-text search over messages."""
+    conn = db.conn
+    device_id = uuid.uuid4().hex
+    conn.execute(
+        "INSERT OR IGNORE INTO sync_state (key, value) VALUES (?, ?)", [SYNC_DEVICE_ID, device_id]
+    )
+    device_id = conn.execute(
+        "SELECT value FROM sync_state WHERE key = ?", [SYNC_DEVICE_ID]
+    ).fetchone()[0]
+    for table in ("conversations", "messages"):
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN hlc TEXT")
+        conn.execute(f"ALTER TABLE {table} ADD COLUMN device_id TEXT")
+        # Rows from before replication get a stamp from their creation time, so
+        # last-writer-wins has something to compare if they are ever sent.
+        rows = conn.execute(f"SELECT id, created_at FROM {table}").fetchall()
+        conn.executemany(
+            f"UPDATE {table} SET hlc = ?, device_id = ? WHERE id = ?",
+            [(_stamp_from_time(created, device_id), device_id, rid) for rid, created in rows],
+        )
+    # get_messages orders by (created_at, id): the same order on every device.
+    conn.execute(
+        "CREATE INDEX idx_messages_conversation_created "
+        "ON messages (conversation_id, created_at, id)"
+    )
+    conn.execute(
+        """
+        CREATE TABLE outbox (
+            id INTEGER PRIMARY KEY AUTOINCREMENT,
+            conversation_id TEXT NOT NULL,
+            change TEXT NOT NULL,
+            created_at TEXT NOT NULL
+        )
+        """
+    )
+    # External content: the text lives once, in messages; rowid links the two.
+    conn.execute(
+        "CREATE VIRTUAL TABLE messages_fts USING fts5(content, content='messages', "
+        "content_rowid='rowid', tokenize='porter unicode61 remove_diacritics 2')"
+    )
+    # executescript() would commit the migration's transaction: one statement each.
+    for trigger in _FTS_TRIGGERS:
+        conn.execute(trigger)
+    conn.execute("INSERT INTO messages_fts (messages_fts) VALUES ('rebuild')")
+
+
+_FTS_TRIGGERS = (
+    """
+    CREATE TRIGGER messages_fts_ai AFTER INSERT ON messages BEGIN
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END
+    """,
+    """
+    CREATE TRIGGER messages_fts_ad AFTER DELETE ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+        VALUES ('delete', old.rowid, old.content);
+    END
+    """,
+    """
+    CREATE TRIGGER messages_fts_au AFTER UPDATE OF content ON messages BEGIN
+        INSERT INTO messages_fts (messages_fts, rowid, content)
+        VALUES ('delete', old.rowid, old.content);
+        INSERT INTO messages_fts (rowid, content) VALUES (new.rowid, new.content);
+    END
+    """,
+)
+
+
 # --------------------------------------------------------------------------- SQL
 
 _UPSERT_CONVERSATION = """
-INSERT INTO conversations (id, title, created_at, updated_at, backend, model, system)
-VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)
+INSERT INTO conversations (
+    id, title, created_at, updated_at, backend, model, system, hlc, device_id
+)
+VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at,
     backend = COALESCE(excluded.backend, conversations.backend),
     model = COALESCE(excluded.model, conversations.model),
-    system = COALESCE(excluded.system, conversations.system)
+    system = COALESCE(excluded.system, conversations.system),
+    hlc = COALESCE(excluded.hlc, conversations.hlc),
+    device_id = IIF(excluded.hlc IS NULL, conversations.device_id, excluded.device_id)
 """
 
 # The seq subquery reads the (conversation_id, seq) index, so it is a single seek.
@@ -388,11 +738,11 @@ ON CONFLICT (id) DO UPDATE SET
 _UPSERT_MESSAGE = """
 INSERT INTO messages (
     id, conversation_id, seq, role, content, status, created_at,
-    model, tokens_in, tokens_out, metadata
+    model, tokens_in, tokens_out, metadata, hlc, device_id
 )
 VALUES (
     ?1, ?2, (SELECT COALESCE(MAX(seq), 0) + 1 FROM messages WHERE conversation_id = ?2),
-    ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10
+    ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12
 )
 ON CONFLICT (id) DO UPDATE SET
     content = excluded.content,
@@ -400,8 +750,55 @@ ON CONFLICT (id) DO UPDATE SET
     model = excluded.model,
     tokens_in = excluded.tokens_in,
     tokens_out = excluded.tokens_out,
-    metadata = excluded.metadata
+    metadata = excluded.metadata,
+    hlc = excluded.hlc,
+    device_id = excluded.device_id
 WHERE messages.conversation_id = excluded.conversation_id
+"""
+
+_UPSERT_TOMBSTONE = """
+INSERT INTO conversations (
+    id, title, created_at, updated_at, backend, model, system, metadata, deleted_at, hlc, device_id
+)
+VALUES (?1, '', ?2, ?2, NULL, NULL, NULL, '{}', ?2, ?3, ?4)
+ON CONFLICT (id) DO UPDATE SET
+    title = '', created_at = ?2, updated_at = ?2, backend = NULL, model = NULL, system = NULL,
+    metadata = '{}', deleted_at = ?2, hlc = ?3, device_id = ?4
+"""
+
+# A message's time moves its conversation's updated_at forward, and the
+# created_at of a placeholder (no stamp yet) back; WHERE skips a no-op.
+_FOLD_MESSAGE_TIME = """
+UPDATE conversations SET
+    updated_at = MAX(updated_at, ?1),
+    created_at = IIF(hlc IS NULL, MIN(created_at, ?1), created_at)
+WHERE id = ?2 AND (updated_at < ?1 OR (hlc IS NULL AND created_at > ?1))
+"""
+
+# Newest first: FTS5 walks its rowids backwards and stops at the limit, where
+# ranking would score every match (rowids grow as messages are added).
+_SEARCH = """
+SELECT m.conversation_id, c.title, m.id, m.role,
+       snippet(messages_fts, 0, '**', '**', '…', 16), m.created_at
+FROM messages_fts
+JOIN messages m ON m.rowid = messages_fts.rowid
+JOIN conversations c ON c.id = m.conversation_id
+WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL
+ORDER BY messages_fts.rowid DESC
+LIMIT ?2
+"""
+
+_INSERT_OUTBOX = "INSERT INTO outbox (conversation_id, change, created_at) VALUES (?, ?, ?)"
+
+_SAVE_HLC = (
+    "INSERT INTO sync_state (key, value) VALUES ('hlc', ?) "
+    "ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+)
+
+# What write_turns needs to know about the conversations of a batch before writing.
+_CONVERSATION_STATE = """
+SELECT id, title, created_at, backend, model, system, metadata, deleted_at
+FROM conversations WHERE id IN (SELECT value FROM json_each(?))
 """
 
 _SUMMARY_COLUMNS = """
@@ -425,18 +822,42 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
     )
 
 
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in MessageStatus}
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+_MESSAGE_SLOTS = (
+    "id",
+    "role",
+    "content",
+    "created_at",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "status",
+    "metadata",
+)
+
+
 def _message(row: Sequence[Any]) -> Message:
-    return Message(
-        id=row[0],
-        role=Role(row[1]),
-        content=row[2],
-        created_at=_dt_from_text(row[3]),
-        model=row[4],
-        tokens_in=row[5],
-        tokens_out=row[6],
-        status=MessageStatus(row[7]),
-        metadata=json.loads(row[8]),
+    # Loading a long conversation builds thousands of these: rows this store
+    # wrote are already valid, so the fields are set directly, skipping the
+    # checks and conversions of Message.__post_init__ (a third of the cost).
+    message = object.__new__(Message)
+    text = row[8]
+    values = (
+        row[0],
+        _ROLES[row[1]],
+        row[2],
+        _dt_from_text(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        _STATUSES[row[7]],
+        _NO_METADATA if text == "{}" else MappingProxyType(json.loads(text)),
     )
+    for name, value in zip(_MESSAGE_SLOTS, values, strict=True):
+        object.__setattr__(message, name, value)
+    return message
 
 
 def _glob_literal(text: str) -> str:
@@ -469,8 +890,16 @@ class Store:
     their own connection and see only committed data.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, outbox: bool = False) -> None:
+        """Open (creating and migrating as needed) the database at ``path``.
+
+        Args:
+            path: the SQLite file; its directory is created owner-only if missing.
+            outbox: queue every local change for replication (True when a Redis
+                URL is configured). False writes no outbox rows at all.
+        """
         self.path = Path(path)
+        self.outbox_enabled = bool(outbox)
         self._write_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._last_stamp = _EPOCH
@@ -486,12 +915,36 @@ class Store:
             self._writer.execute("PRAGMA wal_autocheckpoint = 0")
             self.db = Database(self._writer, execute_plugins=False)
             migrate(self.db)
+            self._clock = self._load_clock()
             self._reader = _connect(self.path)
             # The reader never writes; make a mistake loud instead of a lock fight.
             self._reader.execute("PRAGMA query_only = ON")
         except BaseException:
             self._writer.close()
             raise
+
+    def _load_clock(self) -> HybridClock:
+        state = dict(
+            self._writer.execute(
+                "SELECT key, value FROM sync_state WHERE key IN (?, ?)", [SYNC_DEVICE_ID, SYNC_HLC]
+            ).fetchall()
+        )
+        device_id = state.get(SYNC_DEVICE_ID)
+        if not device_id:
+            raise StoreError(f"{self.path}: sync_state has no device_id (damaged database?)")
+        clock = HybridClock(device_id)
+        if state.get(SYNC_HLC):
+            try:
+                clock.observe(state[SYNC_HLC])
+            except ValueError:
+                # Only an earlier stamp is lost: the wall clock carries on from here.
+                log.warning("%s: ignoring a malformed saved clock stamp", self.path)
+        return clock
+
+    @property
+    def device_id(self) -> str:
+        """This database's device id: generated once (uuid4 hex), kept in ``sync_state``."""
+        return self._clock.device_id
 
     def _ensure_file(self) -> None:
         parent = self.path.parent
@@ -537,27 +990,32 @@ class Store:
     def write_turns(self, records: Sequence[TurnRecord], *, wait: bool = True) -> bool:
         """Persist ``records`` in one transaction: all of them, or none.
 
+        With the outbox on, the same transaction queues a MESSAGE change per
+        message and a CONVERSATION change when a conversation is created or its
+        backend, model or system prompt changes.
+
         With ``wait=False`` the call never blocks on a lock: if this process or
         another holds the write lock it writes nothing and returns False, so the
         caller can retry where blocking is harmless (a worker thread).
 
         Raises:
             MessageConflict: a message id is already stored in another conversation.
+            ConversationNotFound: a conversation of the batch was deleted.
             TypeError: message metadata is not JSON-serialisable.
         """
         if not records:
             return True
         # Encode before taking the lock: a bad value fails without touching the file.
         titles: dict[str, str] = {}
-        message_rows: list[tuple[Any, ...]] = []
+        encoded: list[list[tuple[Any, ...]]] = []
         for record in records:
             cid = record.conversation_id
             if cid not in titles:
                 first_user = next((m for m in record.messages if m.role is Role.USER), None)
                 if first_user is not None:
                     titles[cid] = make_title(first_user.content)
-            for m in record.messages:
-                message_rows.append(
+            encoded.append(
+                [
                     (
                         m.id,
                         cid,
@@ -570,31 +1028,18 @@ class Store:
                         m.tokens_out,
                         _to_json(m.metadata),
                     )
-                )
+                    for m in record.messages
+                ]
+            )
         if not self._write_lock.acquire(blocking=wait):
             return False
         try:
-            conversation_rows = [
-                (
-                    record.conversation_id,
-                    titles.get(record.conversation_id, DEFAULT_TITLE),
-                    _dt_to_text(self._next_stamp()),
-                    record.backend,
-                    record.model,
-                    record.system,
-                )
-                for record in records
-            ]
             conn = self._writer
             if not wait:
                 conn.execute("PRAGMA busy_timeout = 0")
             try:
                 with _immediate(conn):
-                    conn.executemany(_UPSERT_CONVERSATION, conversation_rows)
-                    before = conn.total_changes
-                    conn.executemany(_UPSERT_MESSAGE, message_rows)
-                    if conn.total_changes - before != len(message_rows):
-                        raise self._find_conflict(message_rows)
+                    self._write_turns_locked(records, encoded, titles)
             except sqlite3.OperationalError as exc:
                 if not wait and _is_busy(exc):
                     return False
@@ -606,6 +1051,97 @@ class Store:
             return True
         finally:
             self._write_lock.release()
+
+    def _write_turns_locked(
+        self,
+        records: Sequence[TurnRecord],
+        encoded: list[list[tuple[Any, ...]]],
+        titles: dict[str, str],
+    ) -> None:
+        # Runs inside the write transaction: stamps are taken in commit order.
+        conn = self._writer
+        clock = self._clock
+        device = clock.device_id
+        outbox = self.outbox_enabled
+        ids = _to_json(list(dict.fromkeys(r.conversation_id for r in records)))
+        state: dict[str, list[Any]] = {
+            row[0]: list(row[1:]) for row in conn.execute(_CONVERSATION_STATE, [ids])
+        }
+        now_text = _dt_to_text(utcnow())
+        conversation_rows: list[tuple[Any, ...]] = []
+        message_rows: list[tuple[Any, ...]] = []
+        outbox_rows: list[tuple[str, str, str]] = []
+        for record, rows in zip(records, encoded, strict=True):
+            cid = record.conversation_id
+            stamp = _dt_to_text(self._next_stamp())
+            known = state.get(cid)
+            conversation_hlc: str | None = None
+            if known is None:
+                known = [titles.get(cid, DEFAULT_TITLE), stamp, None, None, None, "{}", None]
+                state[cid] = known
+                changed = True
+            elif known[6] is not None:
+                raise ConversationNotFound(cid)
+            else:
+                changed = False
+            # Same COALESCE rule as the upsert: a turn without a backend keeps the old one.
+            for index, value in ((2, record.backend), (3, record.model), (4, record.system)):
+                if value is not None and value != known[index]:
+                    known[index] = value
+                    changed = True
+            if changed:
+                conversation_hlc = clock.now()
+                if outbox:
+                    data = {
+                        "title": known[0],
+                        "created_at": known[1],
+                        "backend": known[2],
+                        "model": known[3],
+                        "system": known[4],
+                        "metadata": json.loads(known[5]),
+                    }
+                    change = _change_json(
+                        ChangeKind.CONVERSATION, cid, conversation_hlc, device, data
+                    )
+                    outbox_rows.append((cid, change, now_text))
+            conversation_rows.append(
+                (
+                    cid,
+                    known[0],
+                    stamp,
+                    record.backend,
+                    record.model,
+                    record.system,
+                    conversation_hlc,
+                    device,
+                )
+            )
+            for message, row in zip(record.messages, rows, strict=True):
+                hlc = clock.now()
+                message_rows.append((*row, hlc, device))
+                if outbox:
+                    data = {
+                        "id": row[0],
+                        "role": row[2],
+                        "content": row[3],
+                        "status": row[4],
+                        "created_at": row[5],
+                        "model": row[6],
+                        "tokens_in": row[7],
+                        "tokens_out": row[8],
+                        "metadata": message.metadata,
+                    }
+                    change = _change_json(ChangeKind.MESSAGE, cid, hlc, device, data)
+                    outbox_rows.append((cid, change, now_text))
+        conn.executemany(_UPSERT_CONVERSATION, conversation_rows)
+        # rowcount counts the statement's own rows (total_changes would add the
+        # full-text triggers' rows too).
+        written = conn.executemany(_UPSERT_MESSAGE, message_rows).rowcount
+        if written != len(message_rows):
+            raise self._find_conflict(message_rows)
+        if outbox_rows:
+            conn.executemany(_INSERT_OUTBOX, outbox_rows)
+        conn.execute(_SAVE_HLC, [clock.last])
 
     @property
     def checkpoint_due(self) -> bool:
@@ -633,12 +1169,42 @@ class Store:
         raise StoreError("a message upsert changed fewer rows than written, with no id clash")
 
     def delete_conversation(self, conversation_id: str) -> bool:
-        """Delete a conversation and its messages; return whether it existed."""
+        """Delete a conversation's messages and leave a tombstone; return whether it existed.
+
+        The tombstone (a conversation row with ``deleted_at`` and nothing else)
+        is what replicates the deletion; changes of the conversation still
+        waiting in the outbox are dropped, so deleted words never leave the machine.
+        """
         with self._write_lock, _immediate(self._writer):
-            cursor = self._writer.execute(
-                "DELETE FROM conversations WHERE id = ?", [conversation_id]
-            )
-            return cursor.rowcount > 0
+            conn = self._writer
+            found = conn.execute(
+                "SELECT 1 FROM conversations WHERE id = ? AND deleted_at IS NULL",
+                [conversation_id],
+            ).fetchone()
+            if found is None:
+                return False
+            hlc = self._clock.now()
+            deleted_at = _dt_to_text(self._next_stamp())
+            self._tombstone(conversation_id, deleted_at, hlc, self.device_id)
+            if self.outbox_enabled:
+                change = _change_json(
+                    ChangeKind.TOMBSTONE,
+                    conversation_id,
+                    hlc,
+                    self.device_id,
+                    {"deleted_at": deleted_at},
+                )
+                conn.execute(_INSERT_OUTBOX, [conversation_id, change, _dt_to_text(utcnow())])
+            conn.execute(_SAVE_HLC, [self._clock.last])
+            return True
+
+    def _tombstone(self, conversation_id: str, deleted_at: str, hlc: str, device_id: str) -> None:
+        # Everything but the id and the deletion goes, so every device that
+        # applied the tombstone holds the same row whatever it saw before.
+        conn = self._writer
+        conn.execute("DELETE FROM messages WHERE conversation_id = ?", [conversation_id])
+        conn.execute("DELETE FROM outbox WHERE conversation_id = ?", [conversation_id])
+        conn.execute(_UPSERT_TOMBSTONE, [conversation_id, deleted_at, hlc, device_id])
 
     def set_title(self, conversation_id: str, title: str) -> None:
         """Rename a conversation (whitespace collapsed; does not change ``updated_at``).
@@ -651,12 +1217,233 @@ class Store:
         if not cleaned:
             raise InvalidInput("a conversation title cannot be blank")
         with self._write_lock, _immediate(self._writer):
-            cursor = self._writer.execute(
-                "UPDATE conversations SET title = ? WHERE id = ? AND deleted_at IS NULL",
-                [cleaned, conversation_id],
-            )
-            if cursor.rowcount == 0:
+            conn = self._writer
+            row = conn.execute(
+                "SELECT title, created_at, backend, model, system, metadata FROM conversations "
+                "WHERE id = ? AND deleted_at IS NULL",
+                [conversation_id],
+            ).fetchone()
+            if row is None:
                 raise ConversationNotFound(conversation_id)
+            if row[0] == cleaned:
+                return
+            hlc = self._clock.now()
+            conn.execute(
+                "UPDATE conversations SET title = ?, hlc = ?, device_id = ? WHERE id = ?",
+                [cleaned, hlc, self.device_id, conversation_id],
+            )
+            if self.outbox_enabled:
+                data = {
+                    "title": cleaned,
+                    "created_at": row[1],
+                    "backend": row[2],
+                    "model": row[3],
+                    "system": row[4],
+                    "metadata": json.loads(row[5]),
+                }
+                change = _change_json(
+                    ChangeKind.CONVERSATION, conversation_id, hlc, self.device_id, data
+                )
+                conn.execute(_INSERT_OUTBOX, [conversation_id, change, _dt_to_text(utcnow())])
+            conn.execute(_SAVE_HLC, [self._clock.last])
+
+    # ---------------------------------------------------------------- replication
+
+    def apply_changes(self, changes: Sequence[Change]) -> int:
+        """Merge remote changes in one transaction; return how many altered local state.
+
+        Idempotent and order-independent: messages are keyed by id and replaced
+        only by a change with a greater ``(hlc, device_id)``; conversation metadata
+        is last-writer-wins on the same order; a tombstone is final (it removes the
+        conversation's messages, and nothing written to it later is applied).
+        Writes no outbox rows. Advances the local clock past every stamp seen.
+
+        Raises:
+            TypeError: an item is not a ``Change``.
+        """
+        for change in changes:
+            if not isinstance(change, Change):
+                raise TypeError(f"apply_changes takes Change objects, got {type(change).__name__}")
+        if not changes:
+            return 0
+        altered = 0
+        with self._write_lock, _immediate(self._writer):
+            for change in changes:
+                self._clock.observe(change.hlc)
+                if change.kind is ChangeKind.MESSAGE:
+                    altered += self._apply_message(change)
+                elif change.kind is ChangeKind.CONVERSATION:
+                    altered += self._apply_conversation(change)
+                else:
+                    altered += self._apply_tombstone(change)
+            self._writer.execute(_SAVE_HLC, [self._clock.last])
+            self._commits_since_checkpoint += 1
+        return altered
+
+    def _apply_conversation(self, change: Change) -> bool:
+        conn = self._writer
+        cid, data = change.conversation_id, change.data
+        created = _canonical_time(data["created_at"])
+        values = [
+            data["title"],
+            created,
+            data["backend"],
+            data["model"],
+            data["system"],
+            _to_json(data["metadata"]),
+            change.hlc,
+            change.device_id,
+        ]
+        row = conn.execute(
+            "SELECT updated_at, deleted_at, hlc, device_id FROM conversations WHERE id = ?", [cid]
+        ).fetchone()
+        if row is None:
+            conn.execute(
+                "INSERT INTO conversations (title, created_at, backend, model, system, metadata, "
+                "hlc, device_id, updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [*values, created, cid],
+            )
+            return True
+        updated_at, deleted_at, hlc, device_id = row
+        if deleted_at is not None:
+            return False
+        # updated_at is the newest time seen, winner or not, so it does not
+        # depend on the order changes arrive in.
+        latest = max(updated_at, created)
+        if hlc is None or change.order_key > (hlc, device_id or ""):
+            conn.execute(
+                "UPDATE conversations SET title = ?, created_at = ?, backend = ?, model = ?, "
+                "system = ?, metadata = ?, hlc = ?, device_id = ?, updated_at = ? WHERE id = ?",
+                [*values, latest, cid],
+            )
+            return True
+        if latest != updated_at:
+            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [latest, cid])
+            return True
+        return False
+
+    def _apply_message(self, change: Change) -> bool:
+        conn = self._writer
+        cid, data = change.conversation_id, change.data
+        created = _canonical_time(data["created_at"])
+        stored = conn.execute(
+            "SELECT conversation_id, hlc, device_id FROM messages WHERE id = ?", [data["id"]]
+        ).fetchone()
+        if stored is not None and stored[0] != cid:
+            log.warning(
+                "ignoring a change that moves message %r from conversation %r to %r",
+                data["id"],
+                stored[0],
+                cid,
+            )
+            return False
+        conversation = conn.execute(
+            "SELECT deleted_at FROM conversations WHERE id = ?", [cid]
+        ).fetchone()
+        if conversation is None:
+            # The message came before its conversation: a placeholder with no
+            # stamp, which any CONVERSATION change replaces.
+            conn.execute(
+                "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
+                [cid, DEFAULT_TITLE, created, created],
+            )
+            altered = True
+        elif conversation[0] is not None:
+            return False
+        else:
+            altered = conn.execute(_FOLD_MESSAGE_TIME, [created, cid]).rowcount > 0
+        row = (
+            data["id"],
+            cid,
+            data["role"],
+            data["content"],
+            data["status"],
+            created,
+            data["model"],
+            data["tokens_in"],
+            data["tokens_out"],
+            _to_json(data["metadata"]),
+            change.hlc,
+            change.device_id,
+        )
+        if stored is None:
+            conn.execute(_UPSERT_MESSAGE, row)
+            return True
+        if stored[1] is not None and change.order_key <= (stored[1], stored[2] or ""):
+            return altered
+        conn.execute(
+            "UPDATE messages SET role = ?3, content = ?4, status = ?5, created_at = ?6, "
+            "model = ?7, tokens_in = ?8, tokens_out = ?9, metadata = ?10, hlc = ?11, "
+            "device_id = ?12 WHERE id = ?1 AND conversation_id = ?2",
+            row,
+        )
+        return True
+
+    def _apply_tombstone(self, change: Change) -> bool:
+        cid = change.conversation_id
+        row = self._writer.execute(
+            "SELECT deleted_at, hlc, device_id FROM conversations WHERE id = ?", [cid]
+        ).fetchone()
+        if row is not None and row[0] is not None and change.order_key <= (row[1], row[2] or ""):
+            return False
+        deleted_at = _canonical_time(change.data["deleted_at"])
+        self._tombstone(cid, deleted_at, change.hlc, change.device_id)
+        return True
+
+    def outbox_pending(self, limit: int) -> list[OutboxEntry]:
+        """Up to ``limit`` queued changes, oldest first (read on the reader connection).
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+            StoreError: a stored row is not a well-formed change.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        rows = self._read("SELECT id, change FROM outbox ORDER BY id LIMIT ?", [limit])
+        entries = []
+        for row_id, text in rows:
+            try:
+                entries.append(OutboxEntry(row_id, Change.from_json(text)))
+            except StoreError as exc:
+                raise StoreError(f"{self.path}: outbox row {row_id}: {exc}") from None
+        return entries
+
+    def outbox_ack(self, ids: Sequence[int]) -> None:
+        """Delete the outbox rows ``ids`` (replicated) in one transaction; unknown ids are fine."""
+        if not ids:
+            return
+        wanted = _to_json([int(i) for i in ids])
+        with self._write_lock, _immediate(self._writer):
+            self._writer.execute(
+                "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", [wanted]
+            )
+
+    def outbox_depth(self) -> int:
+        """How many changes wait in the outbox."""
+        return int(self._read("SELECT COUNT(*) FROM outbox")[0][0])
+
+    def sync_get(self, key: str) -> str | None:
+        """A replication setting from ``sync_state`` (cursors and the like), or None."""
+        rows = self._read("SELECT value FROM sync_state WHERE key = ?", [key])
+        return str(rows[0][0]) if rows else None
+
+    def sync_set(self, key: str, value: str) -> None:
+        """Store a replication setting in ``sync_state``.
+
+        Raises:
+            ValueError: ``key`` is one the store keeps itself (device_id, hlc).
+            TypeError: ``value`` is not text.
+        """
+        if key in _RESERVED_SYNC_KEYS:
+            raise ValueError(f"sync_state key {key!r} is kept by the store and cannot be set")
+        if not isinstance(value, str):
+            raise TypeError(f"sync_state values are text, got {type(value).__name__}")
+        with self._write_lock, _immediate(self._writer):
+            self._writer.execute(
+                "INSERT INTO sync_state (key, value) VALUES (?, ?) "
+                "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                [key, value],
+            )
 
     # ---------------------------------------------------------------- reader side
 
@@ -684,12 +1471,44 @@ class Store:
         return _summary(rows[0]) if rows else None
 
     def get_messages(self, conversation_id: str) -> list[Message]:
-        """The messages of a conversation in order ([] if there is none)."""
+        """The messages of a conversation, oldest first ([] if there is none).
+
+        Ordered by (created_at, id), not by local insertion, so every device that
+        holds the same messages lists them in the same order.
+        """
         rows = self._read(
-            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? ORDER BY seq",
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+            "ORDER BY created_at, id",
             [conversation_id],
         )
         return [_message(row) for row in rows]
+
+    def search(self, text: str, *, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
+        """Messages whose content matches every word of ``text``, newest first.
+
+        Matching is full-text (words, not substrings; "running" finds "run");
+        punctuation and FTS5 syntax in ``text`` are taken literally, never raised on.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = search_query(text)
+        if query is None:
+            return []
+        rows = self._read(_SEARCH, [query, limit])
+        return [
+            SearchHit(
+                conversation_id=row[0],
+                title=row[1],
+                message_id=row[2],
+                role=Role(row[3]),
+                snippet=row[4],
+                created_at=_dt_from_text(row[5]),
+            )
+            for row in rows
+        ]
 
     def latest_conversation_id(self) -> str | None:
         rows = self._read(

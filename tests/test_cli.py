@@ -331,6 +331,22 @@ def test_a_failing_plugin_never_fails_a_turn_and_its_open_circuit_outlives_the_p
     assert rows["echo"]["p50_ms"] is not None
 
 
+def test_ask_lists_the_sources_of_a_reply_under_it(tmp_path: Path) -> None:
+    config = tmp_path / "cites.toml"
+    config.write_text(
+        '[backends.echo]\nplugin = "echo"\n[[plugins]]\nplugin = "engine_plugins:Cites"\n'
+    )
+    result = run("ask", "--config", str(config), "where?")
+    assert (result.returncode, result.stdout) == (
+        0,
+        "echo: where?\n\nSources:\n"
+        "  [1] guide.md > Install (chunk 3, score 0.42)\n"
+        "  [2] faq.txt (chunk 0, score 0.20)\n",
+    ), result.stderr
+    answer = run_json("ask", "--config", str(config), "--json", "again?")
+    assert [c["document"] for c in answer["citations"]] == ["guide.md", "faq.txt"]
+
+
 def test_a_failing_backend_gets_one_line_after_the_partial_reply(
     tmp_path: Path, data_dir: Path
 ) -> None:

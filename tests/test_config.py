@@ -638,10 +638,8 @@ redis_url = "redis://:s3cret@cache:6379/0"
     assert openai["headers"] == {"Authorization": "***", "X-Trace": "t"}
     assert shown["backends"]["anthropic"]["api_key"] == ""  # unset stays visibly unset
     assert shown["plugins"][0]["config"] == {"access_token": "***", "password": "***", "secret": ""}
-    assert shown["replication"] == {
-        "redis_url": "redis://:***@cache:6379/0",
-        "key_prefix": "chatcore",
-    }
+    assert shown["replication"]["redis_url"] == "redis://:***@cache:6379/0"
+    assert shown["replication"]["key_prefix"] == "chatcore"
     assert shown["backends"]["echo"]["max_tokens"] == 100  # "tokens" is not a secret
     assert shown["data_dir"] == str(config.resolved_data_dir)
     # The configuration itself keeps the real values.

@@ -8,6 +8,7 @@ clock would fire the ``fail_after`` ceiling while a thread is busy.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sqlite3
 import stat
@@ -144,6 +145,56 @@ def test_database_at_every_version_migrates_forward(
     assert rows[:version] == applied_before
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_history_from_an_older_version_survives_the_upgrade(db_path: Path, version: int) -> None:
+    old = open_database(db_path)
+    migrate(old, MIGRATIONS[:version])
+    old.execute(
+        "INSERT INTO conversations (id, title, created_at, updated_at, backend) "
+        "VALUES ('c1', 'Gardening', '2024-01-01T10:00:00.000000+00:00', "
+        "'2024-01-01T10:00:05.000000+00:00', 'echo')"
+    )
+    rows = [
+        ("m1", 1, "user", "How do tomatoes grow?", "2024-01-01T10:00:00.000000+00:00"),
+        ("m2", 2, "assistant", "Tomatoes like sunshine.", "2024-01-01T10:00:05.000000+00:00"),
+    ]
+    for mid, seq, role, content, created in rows:
+        old.execute(
+            "INSERT INTO messages (id, conversation_id, seq, role, content, status, created_at) "
+            "VALUES (?, 'c1', ?, ?, ?, 'complete', ?)",
+            [mid, seq, role, content, created],
+        )
+    if version >= 2:
+        old.execute(
+            "INSERT INTO documents (id, path, title, sha256, size, added_at) "
+            "VALUES ('d1', '/notes.md', 'Notes', 'ab', 3, '2024-01-01')"
+        )
+    old.close()
+
+    with Store(db_path) as upgraded:
+        assert upgraded.schema_version() == len(MIGRATIONS)
+        messages = upgraded.get_messages("c1")
+        assert [(m.id, m.role, m.content) for m in messages] == [
+            ("m1", Role.USER, "How do tomatoes grow?"),
+            ("m2", Role.ASSISTANT, "Tomatoes like sunshine."),
+        ]
+        summary = upgraded.get_conversation("c1")
+        assert summary is not None
+        assert (summary.title, summary.backend, summary.message_count) == ("Gardening", "echo", 2)
+        # Old messages are searchable: the index was filled by the migration.
+        assert [hit.message_id for hit in upgraded.search("tomato")] == ["m2", "m1"]
+        assert upgraded.outbox_depth() == 0  # old history is not queued by itself
+        device = upgraded.device_id
+    stamps = raw(db_path).execute("SELECT id, hlc, device_id FROM messages ORDER BY id")
+    ten = int(datetime(2024, 1, 1, 10, tzinfo=UTC).timestamp() * 1000)
+    assert stamps.fetchall() == [
+        ("m1", f"{ten:013d}.00000.{device}", device),
+        ("m2", f"{ten + 5000:013d}.00000.{device}", device),
+    ]
+    if version >= 2:
+        assert raw(db_path).execute("SELECT title FROM documents").fetchall() == [("Notes",)]
+
+
 def test_failed_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     Store(db_path).close()
 
@@ -177,7 +228,11 @@ def test_migration_registry_rejects_bad_names_and_gaps(tmp_path: Path) -> None:
     expected = len(MIGRATIONS) + 1
     with pytest.raises(ValueError, match=f"out of order: expected number {expected}"):
         migration(m007_skipped)
-    assert [step.name for step in MIGRATIONS] == ["m001_initial", "m002_rag_and_memory"]
+    assert [step.name for step in MIGRATIONS] == [
+        "m001_initial",
+        "m002_rag_and_memory",
+        "m003_replication",
+    ]
     with pytest.raises(ValueError, match=r"numbered 1..n without gaps, got \[2\]"):
         migrate(open_database(tmp_path / "x.db"), [Migration("m002_x", m007_skipped)])
 
@@ -249,6 +304,16 @@ def test_messages_round_trip_exactly(store: Store) -> None:
     assert got[1].created_at == datetime(2024, 5, 1, 12, 0, 1, 5, tzinfo=UTC)
     assert dict(got[1].metadata) == {"lang": "en", "nested": {"list": [1, 2.5, None, True]}}
     assert (got[2].model, got[2].tokens_in, got[2].tokens_out) == ("llama3", 12, 34)
+
+
+def test_loaded_messages_have_every_field_of_the_model(store: Store) -> None:
+    # Loading sets Message fields directly (fast path): a new field must be loaded too.
+    assert set(store_module._MESSAGE_SLOTS) == {f.name for f in dataclasses.fields(Message)}
+    sent = Message.assistant("x", metadata={"a": 1}, tokens_in=1)
+    store.write_turns([TurnRecord("c", (sent,))])
+    [got] = store.get_messages("c")
+    assert got == sent and hash(got.role) == hash(Role.ASSISTANT)
+    assert dataclasses.replace(got, content="y").content == "y"
 
 
 def test_unknown_conversation_reads_as_empty(store: Store) -> None:
@@ -385,13 +450,47 @@ def test_resolve_conversation_id(store: Store) -> None:
     assert store.resolve_conversation_id("abxy") is None  # case-sensitive
 
 
-def test_delete_cascades_to_messages(store: Store) -> None:
-    store.write_turns([turn("gone"), turn("kept")])
+def test_messages_are_listed_by_time_then_id(store: Store) -> None:
+    late = Message.user("late", created_at=datetime(2024, 1, 2, tzinfo=UTC))
+    early = Message.assistant("early", created_at=datetime(2024, 1, 1, tzinfo=UTC))
+    store.write_turns([TurnRecord("c", (late, early))])
+    assert [m.content for m in store.get_messages("c")] == ["early", "late"]
+
+
+def test_search_matches_words_newest_first_and_follows_edits(store: Store) -> None:
+    store.write_turns([turn("a", user="Where do penguins live?", reply="In the south.")])
+    store.write_turns([turn("b", user="penguin facts", reply="They swim.")])
+    hits = store.search("penguins")
+    assert [(h.conversation_id, h.role, h.snippet) for h in hits] == [
+        ("b", Role.USER, "**penguin** facts"),
+        ("a", Role.USER, "Where do **penguins** live?"),
+    ]
+    assert hits[1].title == "Where do penguins live?"
+    assert hits[0].as_dict()["role"] == "user"
+    assert [h.conversation_id for h in store.search("penguin", limit=1)] == ["b"]
+    reply = store.get_messages("a")[1]
+    store.write_turns([TurnRecord("a", (reply.replace(content="Antarctica, mostly."),))])
+    assert store.search("south") == []
+    assert [h.message_id for h in store.search("antarctica")] == [reply.id]
+    store.delete_conversation("a")
+    assert [h.conversation_id for h in store.search("penguins")] == ["b"]
+    assert store.search("!!! ***") == []
+    with pytest.raises(ValueError, match="at least 1"):
+        store.search("x", limit=0)
+
+
+def test_delete_removes_messages_and_keeps_a_tombstone(store: Store) -> None:
+    store.write_turns([turn("gone", user="a secret"), turn("kept")])
     assert store.delete_conversation("gone") is True
     assert store.delete_conversation("gone") is False
+    assert store.delete_conversation("never-there") is False
     assert store.get_conversation("gone") is None
     count = raw(store.path).execute("SELECT COUNT(*) FROM messages WHERE conversation_id = 'gone'")
     assert count.fetchone() == (0,)
+    row = raw(store.path).execute(
+        "SELECT title, backend, system, deleted_at IS NOT NULL FROM conversations WHERE id = 'gone'"
+    )
+    assert row.fetchone() == ("", None, None, 1)  # nothing of what was said is kept
     assert len(store.get_messages("kept")) == 2
 
 
@@ -470,6 +569,13 @@ def test_short_first_line_is_kept_verbatim_modulo_spaces(text: str) -> None:
     first = next((line for line in lines if line), None)
     if first is not None and len(first) <= TITLE_MAX_CHARS:
         assert make_title(text) == first
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text())
+def test_search_never_raises_on_what_people_type(shared_store: Store, text: str) -> None:
+    hits = shared_store.search(text)
+    assert isinstance(hits, list)
 
 
 _json_values = st.recursive(

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
 from textual.binding import Binding, BindingsMap, BindingType
 from textual.keys import key_to_character
+from textual.message import Message as UIMessage
 from textual.widgets import TextArea
 
 from tui.bridge import EngineBridge, EngineFailed, EngineReady
@@ -17,6 +19,7 @@ from tui.screens.plugins import PluginsScreen
 # The dialogs are re-exported: the help screen lists the screens of the app's module.
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.prompt import PromptInput
+from tui.widgets.status import StatusBar, sync_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -25,8 +28,26 @@ if TYPE_CHECKING:
     from textual.screen import Screen
 
     from chatcore import Config, Message
+    from chatcore.replication import SyncStatus
 
-__all__ = ["BackendSwitcher", "ChatcoreApp", "ConfirmDialog", "TextPrompt", "run_tui"]
+__all__ = [
+    "BackendSwitcher",
+    "ChatcoreApp",
+    "ConfirmDialog",
+    "SyncUpdated",
+    "TextPrompt",
+    "run_tui",
+]
+
+SYNC_REFRESH_SECONDS = 1.0
+"""How often the status bar reads the replication state and outbox depth."""
+
+
+@dataclass
+class SyncUpdated(UIMessage):
+    """Replication status, read inside the engine's Trio run, for the status bar."""
+
+    status: SyncStatus | None
 
 
 class ChatcoreApp(App[None]):
@@ -77,6 +98,21 @@ class ChatcoreApp(App[None]):
         if self.initial_conversation:
             self.chat.open_conversation(self.initial_conversation)
         self.chat.check_backend()
+        engine = self.bridge.engine
+        if engine is not None and engine.replicator is not None:
+            self.refresh_sync()
+            self.set_interval(SYNC_REFRESH_SECONDS, self.refresh_sync)
+
+    def refresh_sync(self) -> None:
+        """Ask the engine for the replication status; it comes back as ``SyncUpdated``."""
+        engine = self.bridge.engine
+        if engine is None or engine.replicator is None:
+            return
+        self.bridge.call(lambda: self.post_message(SyncUpdated(engine.sync_status())))
+
+    def on_sync_updated(self, event: SyncUpdated) -> None:
+        if event.status is not None:
+            self.chat.query_one(StatusBar).sync = sync_text(event.status)
 
     async def on_engine_failed(self, event: EngineFailed) -> None:
         self.engine_error = event.error
@@ -165,6 +201,24 @@ class ChatcoreApp(App[None]):
     def action_export_conversation(self) -> None:
         self.chat.action_export_conversation()
 
+    def action_add_documents(self) -> None:
+        self.chat.action_add_documents()
+
+    def action_sync_now(self) -> None:
+        engine = self.bridge.engine
+        if engine is None:
+            self.notify(self.engine_unavailable(), severity="warning")
+            return
+        if engine.replicator is None:
+            self.notify(
+                "Replication is off: set [replication] redis_url in the config to sync.",
+                severity="warning",
+            )
+            return
+        self.bridge.call(engine.sync_now)
+        self.notify("Syncing now.")
+        self.refresh_sync()
+
     def action_copy_reply(self) -> None:
         if self.last_reply is None:
             self.notify("No reply to copy yet.", severity="warning")
@@ -225,6 +279,16 @@ class ChatcoreApp(App[None]):
             "Export to Markdown",
             "Write the conversation to a .md file under the data folder",
             self.action_export_conversation,
+        )
+        yield SystemCommand(
+            "Add documents to RAG",
+            "Index files or a folder so replies can cite them (needs the rag plugin)",
+            self.action_add_documents,
+        )
+        yield SystemCommand(
+            "Sync now",
+            "Push pending history to Redis and pull other devices' changes now",
+            self.action_sync_now,
         )
         yield SystemCommand("Plugins", "Plugins and backends, live", self.action_plugins)
         yield SystemCommand("Help", "Keys and actions", self.action_help)

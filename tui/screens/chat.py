@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import trio
@@ -37,7 +38,6 @@ from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
-    from pathlib import Path
 
     from textual.app import ComposeResult
 
@@ -59,6 +59,8 @@ MESSAGES_SHOWN = 20
 """Messages rendered when a stored conversation opens; older ones are summarised."""
 NEW_TITLE = "New conversation"
 PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
+RAG_PLUGIN = "rag"
+"""The plugin that "Add documents to RAG" hands files to (it offers ``add(paths)``)."""
 EXPORTS_DIR = "exports"
 """Folder under the data dir that "Export to Markdown" writes to."""
 SLUG_MAX_CHARS = 50
@@ -229,6 +231,13 @@ class ChatScreen(Screen[None]):
             id="export_conversation",
             show=False,
         ),
+        Binding(
+            "ctrl+o",
+            "add_documents",
+            "Add documents to RAG",
+            id="add_documents",
+            show=False,
+        ),
     ]
 
     def __init__(self) -> None:
@@ -386,6 +395,35 @@ class ChatScreen(Screen[None]):
             return
         self.post_message(ConversationExported(path))
 
+    async def _add_documents(self, path: Path) -> None:
+        try:
+            rag = self._engine.plugins.get_plugin(RAG_PLUGIN)
+        except PluginError:
+            self.post_message(
+                Notice(
+                    "Documents are answered from by the rag plugin, which is not enabled: add "
+                    f'[[plugins]] with plugin = "{RAG_PLUGIN}" to your config '
+                    "(`chatcore config path` shows which file), then restart.",
+                    "warning",
+                )
+            )
+            return
+        add = getattr(rag, "add", None)
+        if add is None:
+            self.post_message(Notice(f"The {RAG_PLUGIN!r} plugin cannot add documents."))
+            return
+        self.post_message(Notice(f"Adding {path} to RAG…", "info"))
+        try:
+            report = await add([path])
+        except ChatcoreError as exc:
+            self.post_message(Notice(f"Adding {path} failed: {exc}"))
+            return
+        failed = [f"{failed_path}: {why}" for failed_path, why in getattr(report, "failed", [])]
+        lines = [f"RAG: {report.summary()} ({path})", *failed]
+        if getattr(report, "embed_error", None):
+            lines.append(f"Embeddings skipped: {report.embed_error}")
+        self.post_message(Notice("\n".join(lines), "warning" if failed else "info"))
+
     # -- UI side: requests ------------------------------------------------------------------
 
     def engine_ready(self) -> None:
@@ -508,6 +546,15 @@ class ChatScreen(Screen[None]):
         target = self._target()
         if target is not None:
             self._spawn(self._export, target[0])
+
+    def action_add_documents(self) -> None:
+        def chosen(path: str | None) -> None:
+            if path is not None and path.strip():
+                self._spawn(self._add_documents, Path(path.strip()).expanduser())
+
+        self.app.push_screen(
+            TextPrompt("Add documents to RAG", "", placeholder="a file or folder"), chosen
+        )
 
     # -- UI side: what the engine said ------------------------------------------------------
 

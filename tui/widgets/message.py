@@ -12,6 +12,7 @@ from textual.message import Message
 from textual.widgets import Markdown, Static
 
 from chatcore import MessageStatus, Role
+from chatcore.messages import citation_lines
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
@@ -83,31 +84,6 @@ class StreamingBody(Vertical):
             if block:
                 await self.mount(Static(_rendered(block), classes="-settled"), before=self._open)
         self._open.update(_rendered(self.text[self._settled :]))
-
-
-def citation_lines(citations: object) -> list[str]:
-    """``[1] guide.md > Install (chunk 3, score 0.42)`` for each citation a reply carries.
-
-    Citations come from the RAG feature as ``reply.metadata["citations"]``; anything
-    malformed there is skipped rather than shown as a traceback.
-    """
-    if not isinstance(citations, list):
-        return []
-    lines = []
-    for number, cited in enumerate(citations, 1):
-        if not isinstance(cited, dict) or "document" not in cited:
-            continue
-        where = str(cited["document"])
-        if cited.get("heading"):
-            where += f" > {cited['heading']}"
-        details = []
-        if cited.get("chunk") is not None:
-            details.append(f"chunk {cited['chunk']}")
-        if isinstance(cited.get("score"), int | float):
-            details.append(f"score {cited['score']:.2f}")
-        suffix = f" ({', '.join(details)})" if details else ""
-        lines.append(f"[{number}] {where}{suffix}")
-    return lines
 
 
 def _flag(status: str, note: str | None) -> str:

@@ -3,12 +3,24 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from textual.message import Message
 from textual.reactive import reactive
 from textual.widgets import Static
 
-__all__ = ["StatusBar"]
+if TYPE_CHECKING:
+    from chatcore.replication import SyncStatus
+
+__all__ = ["StatusBar", "sync_text"]
+
+_SYNC_MARKS = {"online": "●", "connecting": "◌", "degraded": "◐", "offline": "○"}
+
+
+def sync_text(status: SyncStatus) -> str:
+    """The sync slot: "● online · 0 pending", "○ offline · 12 pending"."""
+    mark = _SYNC_MARKS.get(status.state, "○")
+    return f"{mark} {status.state} · {status.pending} pending"
 
 
 class StatusBar(Static):
