@@ -673,3 +673,46 @@ async def test_sources_a_reply_was_answered_from_are_listed_under_it(
         await wait_for(lambda: len(list(again.chat.query(MessageView))) == 2)
         assert sources(again) == [expected]
         await pilot.press("ctrl+q")
+
+
+async def test_add_documents_to_rag_from_the_chat(data_dir: Path, tmp_path: Path) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "guide.md").write_text("# Install\n\nRun make run to start the chat.\n")
+    (docs / "notes.txt").write_text("Refunds take five working days.\n")
+    config = config_from(tmp_path, ECHO + '[[plugins]]\nplugin = "rag"\n')
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.press("ctrl+o")
+        await wait_for(lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press(*str(docs), "enter")
+        await wait_for(lambda: any(n.startswith("RAG: ") for n in notices(app)))
+        summary = next(n for n in notices(app) if n.startswith("RAG: "))
+        assert summary == f"RAG: added 2, updated 0, unchanged 0, skipped 0 ({docs})"
+        await pilot.press("ctrl+q")
+
+    async def search() -> list[Any]:
+        async with open_engine(config) as engine:
+            rag: Any = engine.plugins.get_plugin("rag")
+            return list(await rag.search("refunds"))
+
+    hits = await asyncio.to_thread(trio.run, search)
+    assert [Path(hit.path).name for hit in hits][:1] == ["notes.txt"]
+
+
+async def test_add_documents_without_the_rag_plugin_says_how_to_enable_it(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.press("ctrl+o")
+        await wait_for(lambda: isinstance(app.screen, TextPrompt))
+        await pilot.press(*str(tmp_path), "enter")
+        await wait_for(lambda: bool(notices(app)))
+        assert notices(app)[-1].startswith(
+            "Documents are answered from by the rag plugin, which is not enabled: "
+            'add [[plugins]] with plugin = "rag" to your config'
+        )
+        await pilot.press("ctrl+q")

@@ -1,0 +1,505 @@
+"""The RAG index in the engine's SQLite file: documents, chunks, FTS5 and vectors.
+
+Blocking calls on one connection of its own (WAL, busy timeout), safe to call
+from worker threads one at a time. The tables come from the store's migration
+``m002_rag_and_memory``: open a ``chatcore.store.Store`` on the file first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import heapq
+import json
+import math
+import operator
+import re
+import sqlite3
+import sys
+import threading
+from array import array
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlite_utils import Database
+
+from chatcore.errors import ChatcoreError
+from chatcore.messages import new_id
+
+from ._ingest import FORMATS, ChunkDraft, IngestError, chunk_blocks, parse_bytes
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable, Iterator, Sequence
+
+__all__ = [
+    "INDEX_VERSION",
+    "RRF_K",
+    "DocumentInfo",
+    "Hit",
+    "IngestOutcome",
+    "RagError",
+    "RagIndex",
+    "decode_vector",
+    "encode_vector",
+    "fts_query",
+    "reciprocal_rank_fusion",
+]
+
+INDEX_VERSION = 1
+"""Bumped when parsing or chunking changes, so unchanged files are chunked again."""
+RRF_K = 60
+"""The k of reciprocal rank fusion: 1 / (k + rank); 60 as in Cormack et al. (2009)."""
+BUSY_TIMEOUT_MS = 5000
+INSERT_BATCH = 256
+"""Chunks inserted per executemany: a large file's chunks are never all in memory."""
+MAX_QUERY_TOKENS = 32
+_PREFIX_MIN = 4
+
+# Words that match nearly every chunk; dropped from a query unless nothing else is left.
+_STOPWORDS = frozenset(
+    " ".join(
+        [
+            "a an and are as at be but by can could did do does for from had has have how i if",
+            "in into is it its me my no not of on or our should so than that the their them",
+            "then there these they this to was we were what when where which who whom why will",
+            "with would you your",
+        ]
+    ).split()
+)
+_TOKEN = re.compile(r"\w+")
+K = TypeVar("K")
+
+
+class RagError(ChatcoreError):
+    """RAG cannot do what was asked (tables missing, an embedder that cannot embed...)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A retrieved chunk with its document and score (higher is better)."""
+
+    chunk_id: int
+    document_id: str
+    path: str
+    title: str
+    ordinal: int
+    heading: str
+    text: str
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class DocumentInfo:
+    """One indexed document, as `rag list` shows it."""
+
+    id: str
+    path: str
+    title: str
+    sha256: str
+    size: int
+    added_at: str
+    chunks: int
+    embedded: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "path": self.path,
+            "title": self.title,
+            "size": self.size,
+            "added_at": self.added_at,
+            "chunks": self.chunks,
+            "embedded": self.embedded,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class IngestOutcome:
+    """What adding one file did: ``added``, ``updated`` or ``unchanged``."""
+
+    path: Path
+    status: str
+    document_id: str
+    chunks: int
+
+
+# --------------------------------------------------------------------------- pure helpers
+
+
+def fts_query(text: str) -> str | None:
+    """An FTS5 query matching any word of ``text``; None when it has no words.
+
+    Each word is quoted, so nothing the user types (quotes, ``*``, ``AND``,
+    ``NEAR``, column filters) is read as FTS syntax.
+    """
+    tokens = list(dict.fromkeys(t.lower() for t in _TOKEN.findall(text)))
+    content = [t for t in tokens if t not in _STOPWORDS] or tokens
+    if not content:
+        return None
+    return " OR ".join(f'"{t}"' for t in content[:MAX_QUERY_TOKENS])
+
+
+def reciprocal_rank_fusion(
+    rankings: Sequence[Sequence[K]], *, k: int = RRF_K
+) -> list[tuple[K, float]]:
+    """Fuse ranked lists: each item scores the sum of 1 / (k + rank) over the lists (rank from 1).
+
+    Returns items best first; ties keep the order in which items were first seen.
+    """
+    scores: dict[K, float] = {}
+    for ranking in rankings:
+        for rank, item in enumerate(ranking, start=1):
+            scores[item] = scores.get(item, 0.0) + 1.0 / (k + rank)
+    order = {item: i for i, item in enumerate(scores)}
+    return sorted(scores.items(), key=lambda pair: (-pair[1], order[pair[0]]))
+
+
+def encode_vector(vector: Sequence[float]) -> bytes:
+    """Unit-length float32 little-endian bytes (so cosine is a dot product)."""
+    norm = math.sqrt(sum(x * x for x in vector))
+    values = array("f", (x / norm for x in vector) if norm else vector)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values.tobytes()
+
+
+def decode_vector(blob: bytes) -> array[float]:
+    values = array("f")
+    values.frombytes(blob)
+    if sys.byteorder == "big":
+        values.byteswap()
+    return values
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    return float(sum(map(operator.mul, a, b)))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="microseconds")
+
+
+# --------------------------------------------------------------------------- the index
+
+
+class RagIndex:
+    """Documents and chunks in the engine's database, searched by BM25 and by vectors."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self._lock = threading.Lock()
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA foreign_keys = ON")
+        self._conn = conn
+        self.db = Database(conn, execute_plugins=False)
+        missing = {"documents", "chunks", "chunks_fts"} - set(self.db.table_names())
+        if missing:
+            conn.close()
+            raise RagError(
+                f"{self.path}: no RAG tables ({', '.join(sorted(missing))}); "
+                "open it with chatcore first so its migrations run"
+            )
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> RagIndex:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Any]:
+        with self._lock:
+            return self._conn.execute(sql, params).fetchall()
+
+    # ---------------------------------------------------------------- writing
+
+    def ingest_file(
+        self, path: Path, *, chunk_chars: int, overlap_chars: int, force: bool = False
+    ) -> IngestOutcome:
+        """Add or refresh one file; an unchanged file (same bytes, same chunking) is left alone.
+
+        A changed file's chunks are replaced in one transaction.
+
+        Raises:
+            IngestError: the file is unreadable, binary, undecodable or a corrupt PDF.
+        """
+        resolved = Path(path).resolve()
+        fmt = FORMATS.get(resolved.suffix.lower())
+        if fmt is None:
+            raise IngestError(f"unsupported file type {resolved.suffix or '(none)'!r}")
+        try:
+            data = resolved.read_bytes()
+        except OSError as exc:
+            raise IngestError(exc.strerror or str(exc)) from None
+        sha256 = hashlib.sha256(data).hexdigest()
+        metadata = {
+            "format": fmt,
+            "chunk_chars": chunk_chars,
+            "overlap_chars": overlap_chars,
+            "index_version": INDEX_VERSION,
+        }
+        existing = self._rows(
+            "SELECT id, sha256, metadata FROM documents WHERE path = ?", [str(resolved)]
+        )
+        if existing and not force:
+            doc_id, old_sha, old_meta = existing[0]
+            if old_sha == sha256 and json.loads(old_meta) == metadata:
+                rows = self._rows("SELECT COUNT(*) FROM chunks WHERE document_id = ?", [doc_id])
+                return IngestOutcome(resolved, "unchanged", doc_id, int(rows[0][0]))
+        parsed = parse_bytes(data, format=fmt, name=resolved.name)
+        drafts = chunk_blocks(parsed.blocks, chunk_chars=chunk_chars, overlap_chars=overlap_chars)
+        with self._lock, self._transaction():
+            conn = self._conn
+            if existing:
+                doc_id = existing[0][0]
+                conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc_id])
+                conn.execute(
+                    "UPDATE documents SET title = ?, sha256 = ?, size = ?, added_at = ?, "
+                    "metadata = ? WHERE id = ?",
+                    [parsed.title, sha256, len(data), _now(), json.dumps(metadata), doc_id],
+                )
+            else:
+                doc_id = new_id()
+                conn.execute(
+                    "INSERT INTO documents (id, path, title, sha256, size, added_at, metadata) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    [
+                        doc_id,
+                        str(resolved),
+                        parsed.title,
+                        sha256,
+                        len(data),
+                        _now(),
+                        json.dumps(metadata),
+                    ],
+                )
+            count = self._insert_chunks(doc_id, drafts)
+        return IngestOutcome(resolved, "updated" if existing else "added", doc_id, count)
+
+    def _insert_chunks(self, document_id: str, drafts: Iterable[ChunkDraft]) -> int:
+        count = 0
+        batch: list[tuple[str, int, str | None, str]] = []
+        for ordinal, draft in enumerate(drafts):
+            batch.append((document_id, ordinal, draft.heading or None, draft.text))
+            count += 1
+            if len(batch) >= INSERT_BATCH:
+                self._conn.executemany(_INSERT_CHUNK, batch)
+                batch.clear()
+        if batch:
+            self._conn.executemany(_INSERT_CHUNK, batch)
+        return count
+
+    def _transaction(self) -> _Immediate:
+        return _Immediate(self._conn)
+
+    def remove(self, key: str) -> list[DocumentInfo]:
+        """Remove documents by id (or a unique prefix of 4+ chars), file path, or folder path.
+
+        Returns the documents removed ([] when nothing matched).
+        """
+        matches = self._match(key)
+        if matches:
+            with self._lock, self._transaction():
+                for doc in matches:
+                    self._conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc.id])
+                    self._conn.execute("DELETE FROM documents WHERE id = ?", [doc.id])
+        return matches
+
+    def _match(self, key: str) -> list[DocumentInfo]:
+        by_id = self.list_documents(where="d.id = ?", params=[key])
+        if by_id:
+            return by_id
+        resolved = str(Path(key).expanduser().resolve())
+        by_path = self.list_documents(where="d.path = ?", params=[resolved])
+        if by_path:
+            return by_path
+        folder = resolved.rstrip("/") + "/"
+        under = self.list_documents(where="substr(d.path, 1, ?) = ?", params=[len(folder), folder])
+        if under:
+            return under
+        if len(key) >= _PREFIX_MIN:
+            prefixed = self.list_documents(where="substr(d.id, 1, ?) = ?", params=[len(key), key])
+            if len(prefixed) == 1:
+                return prefixed
+        return []
+
+    # ---------------------------------------------------------------- embeddings
+
+    def chunks_to_embed(self, model: str, limit: int) -> list[tuple[int, str]]:
+        """Chunks with no vector from ``model`` yet: ``(chunk id, text to embed)``."""
+        rows = self._rows(
+            "SELECT id, heading, text FROM chunks "
+            "WHERE embedding IS NULL OR embed_model IS NOT ? ORDER BY id LIMIT ?",
+            [model, limit],
+        )
+        return [(row[0], embedding_text(row[1], row[2])) for row in rows]
+
+    def count_to_embed(self, model: str) -> int:
+        rows = self._rows(
+            "SELECT COUNT(*) FROM chunks WHERE embedding IS NULL OR embed_model IS NOT ?", [model]
+        )
+        return int(rows[0][0])
+
+    def set_embeddings(self, model: str, vectors: Iterable[tuple[int, Sequence[float]]]) -> int:
+        """Store one vector per chunk id (normalised float32); returns how many were stored."""
+        rows = [(encode_vector(vector), model, chunk_id) for chunk_id, vector in vectors]
+        with self._lock, self._transaction():
+            self._conn.executemany(
+                "UPDATE chunks SET embedding = ?, embed_model = ? WHERE id = ?", rows
+            )
+        return len(rows)
+
+    # ---------------------------------------------------------------- reading
+
+    def list_documents(self, *, where: str = "1", params: Sequence[Any] = ()) -> list[DocumentInfo]:
+        """Documents with their chunk counts, by path."""
+        rows = self._rows(
+            "SELECT d.id, d.path, d.title, d.sha256, d.size, d.added_at, "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id), "
+            "(SELECT COUNT(*) FROM chunks c WHERE c.document_id = d.id "
+            "AND c.embedding IS NOT NULL) "
+            f"FROM documents d WHERE {where} ORDER BY d.path",
+            params,
+        )
+        return [DocumentInfo(*row) for row in rows]
+
+    def chunk_count(self) -> int:
+        return int(self._rows("SELECT COUNT(*) FROM chunks")[0][0])
+
+    def search_bm25(self, query: str, *, limit: int, min_score: float = 0.0) -> list[Hit]:
+        """Chunks matching any word of ``query`` scoring above ``min_score``, best first.
+
+        The score is ``-bm25()`` (SQLite's BM25 is negative, lower is better).
+        """
+        match = fts_query(query)
+        if match is None or limit <= 0:
+            return []
+        rows = self._rows(
+            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts "
+            "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
+            "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+            [match, limit],
+        )
+        return [hit for hit in map(_hit, rows) if hit.score > min_score]
+
+    def search_vector(
+        self, vector: Sequence[float], *, model: str, limit: int, min_similarity: float = 0.0
+    ) -> list[Hit]:
+        """Chunks embedded by ``model`` with cosine above ``min_similarity``, most similar first."""
+        if limit <= 0:
+            return []
+        query = decode_vector(encode_vector(vector))
+        scored = heapq.nlargest(
+            limit,
+            (
+                (similarity, chunk_id)
+                for chunk_id, similarity in self._similarities(query, model)
+                if similarity > min_similarity
+            ),
+        )
+        found = self.hits_by_id([chunk_id for _, chunk_id in scored])
+        return [_with_score(found[chunk_id], sim) for sim, chunk_id in scored if chunk_id in found]
+
+    def _similarities(self, query: array[float], model: str) -> Iterator[tuple[int, float]]:
+        width = len(query) * query.itemsize
+        # Rows stream from the cursor: the vectors are never all in memory at once.
+        with self._lock:
+            cursor = self._conn.execute(
+                "SELECT id, embedding FROM chunks WHERE embed_model = ? AND embedding IS NOT NULL",
+                [model],
+            )
+            for chunk_id, blob in cursor:
+                # A vector of another size comes from another model setup: not comparable.
+                if len(blob) == width:
+                    yield chunk_id, _dot(query, decode_vector(blob))
+
+    def hits_by_id(self, chunk_ids: Sequence[int]) -> dict[int, Hit]:
+        """The chunks of these ids (score 0), keyed by id."""
+        if not chunk_ids:
+            return {}
+        marks = ",".join("?" * len(chunk_ids))
+        rows = self._rows(
+            f"SELECT {_HIT_COLUMNS}, 0.0 FROM chunks c JOIN documents d ON d.id = c.document_id "
+            f"WHERE c.id IN ({marks})",
+            list(chunk_ids),
+        )
+        return {hit.chunk_id: hit for hit in map(_hit, rows)}
+
+    def search_hybrid(
+        self,
+        query: str,
+        vector: Sequence[float],
+        *,
+        model: str,
+        limit: int,
+        min_score: float = 0.0,
+        min_similarity: float = 0.0,
+        k: int = RRF_K,
+    ) -> list[Hit]:
+        """BM25 and cosine rankings fused by reciprocal rank fusion; score is the fused score."""
+        pool = max(limit * 5, 20)
+        lexical = self.search_bm25(query, limit=pool, min_score=min_score)
+        semantic = self.search_vector(
+            vector, model=model, limit=pool, min_similarity=min_similarity
+        )
+        by_id = {hit.chunk_id: hit for hit in [*semantic, *lexical]}
+        fused = reciprocal_rank_fusion(
+            [[h.chunk_id for h in lexical], [h.chunk_id for h in semantic]], k=k
+        )
+        return [_with_score(by_id[chunk_id], score) for chunk_id, score in fused[:limit]]
+
+
+def embedding_text(heading: str | None, text: str) -> str:
+    """What is embedded for a chunk: its heading path gives the text its context."""
+    return f"{heading}\n{text}" if heading else text
+
+
+_INSERT_CHUNK = "INSERT INTO chunks (document_id, ordinal, heading, text) VALUES (?, ?, ?, ?)"
+_HIT_COLUMNS = "c.id, c.document_id, d.path, d.title, c.ordinal, c.heading, c.text"
+
+
+def _hit(row: Sequence[Any]) -> Hit:
+    return Hit(
+        chunk_id=row[0],
+        document_id=row[1],
+        path=row[2],
+        title=row[3],
+        ordinal=row[4],
+        heading=row[5] or "",
+        text=row[6],
+        score=float(row[7]),
+    )
+
+
+def _with_score(hit: Hit, score: float) -> Hit:
+    return Hit(
+        hit.chunk_id,
+        hit.document_id,
+        hit.path,
+        hit.title,
+        hit.ordinal,
+        hit.heading,
+        hit.text,
+        float(score),
+    )
+
+
+class _Immediate:
+    """A write transaction that takes the lock up front (BEGIN IMMEDIATE waits on busy)."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+
+    def __enter__(self) -> None:
+        self._conn.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        if exc_type is None:
+            self._conn.execute("COMMIT")
+        elif self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
