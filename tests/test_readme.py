@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 from conftest import REPO_ROOT, TESTS_DIR, subprocess_env
 
 README = (REPO_ROOT / "README.md").read_text()
+CHATCORE = str(Path(sys.executable).with_name("chatcore"))
 PYTHON_BLOCKS = re.findall(r"```python\n(.*?)```", README, flags=re.S)
 
 
@@ -39,3 +42,36 @@ def test_the_python_api_example_prints_what_its_comments_say() -> None:
     lines = result.stdout.splitlines()
     assert lines == ["echo: hello", "echo: and streaming", "2", "echo: one-off question"]
     assert [line for line in lines if line != "echo: and streaming"] == expected
+
+
+def test_the_built_in_plugins_example_loads_and_runs(tmp_path: Path) -> None:
+    toml = next(
+        block
+        for block in re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+        if 'plugin = "normalizer"' in block
+    )
+    config = tmp_path / "plugins.toml"
+    config.write_text(
+        'default_backend = "echo"\n'
+        '[backends.echo]\nplugin = "echo"\n'
+        '[backends.ollama]\nplugin = "ollama"\nhost = "http://127.0.0.1:9"\n' + toml
+    )
+    result = subprocess.run(
+        [CHATCORE, "ask", "--config", str(config), "my password is 123-45-6789, ok?"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "echo: my *** is ***, ok?\n"), result.stderr
+    plugins = subprocess.run(
+        [CHATCORE, "plugins", "--json", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
+    states = {row["name"]: row["state"] for row in json.loads(plugins.stdout)}
+    for name in ("normalizer", "content_filter", "pii_redactor", "rag", "memory"):
+        assert states[name] == "active"
