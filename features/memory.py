@@ -76,6 +76,8 @@ MAX_SUMMARY_ROUNDS = 4
 """Backend calls one summary job may make to catch up on a long stretch of dropped turns."""
 CACHE_LIMIT = 50_000
 """Token counts kept per message text before the cache is cleared."""
+SUMMARY_CACHE_LIMIT = 1024
+"""Cut summaries kept (by summary and room) before that cache is cleared."""
 
 SUMMARY_PREFIX = "Summary of the earlier conversation: "
 FACTS_PREFIX = "Things the user asked you to remember:"
@@ -386,6 +388,7 @@ class Memory(BaseFeatureExtension):
         self._costs: dict[str, int] = {}
         self._summaries: dict[str, dict[str, Any] | None] = {}
         self._jobs: set[str] = set()
+        self._cut_summaries: dict[tuple[str, int], str] = {}
         self._store: MemoryStore | None = None
 
     async def _do_initialize(self) -> None:
@@ -477,8 +480,12 @@ class Memory(BaseFeatureExtension):
             info["over_budget"] = True
 
         added = [m for m in (summary_message, facts_message) if m is not None]
-        kept_turns = set(map(id, turns[keep_from:]))
-        kept = [m for m in history if m.role is Role.SYSTEM or id(m) in kept_turns]
+        if pinned:
+            kept_turns = set(map(id, turns[keep_from:]))
+            kept = [m for m in history if m.role is Role.SYSTEM or id(m) in kept_turns]
+        else:
+            # No system messages in the history: the kept turns are its tail, in order.
+            kept = turns[keep_from:]
         enriched = context.replace(messages=(*added, *kept, new))
         reply_metadata = {**context.metadata.get(REPLY_METADATA, {}), "memory": info}
         return enriched.with_metadata(memory=info, **{REPLY_METADATA: reply_metadata})
@@ -507,9 +514,7 @@ class Memory(BaseFeatureExtension):
         message: Message | None = None
         if state is not None and covered:
             limit = min(settings.summary_max_tokens, room // 2) - MESSAGE_OVERHEAD_TOKENS
-            text = truncate_to_tokens(
-                str(state["summary"]), limit - estimate_tokens(SUMMARY_PREFIX)
-            )
+            text = self._cut_summary(str(state["summary"]), limit - self._tokens(SUMMARY_PREFIX))
             if text:
                 message = Message.system(SUMMARY_PREFIX + text)
                 room -= self._cost(message)
@@ -535,6 +540,17 @@ class Memory(BaseFeatureExtension):
                 context, turns[covered:keep_from], state if covered else None
             )
         return keep_from, message
+
+    def _cut_summary(self, summary: str, limit: int) -> str:
+        """``truncate_to_tokens`` of a stored summary, cached: the same summary and room come
+        back every turn, and cutting (a binary search of estimates) costs milliseconds."""
+        key = (summary, limit)
+        text = self._cut_summaries.get(key)
+        if text is None:
+            if len(self._cut_summaries) >= SUMMARY_CACHE_LIMIT:
+                self._cut_summaries.clear()
+            text = self._cut_summaries[key] = truncate_to_tokens(summary, limit)
+        return text
 
     # -- the running summary --
 

@@ -157,16 +157,31 @@ def _word_regex(words: Sequence[str]) -> tuple[re.Pattern[str] | None, dict[str,
     return pattern, index, longest
 
 
+def _needles(words: Sequence[str]) -> tuple[str, ...] | None:
+    """Lower-cased first words of a word list, one of which ASCII text must contain to match.
+
+    None when an entry is not ASCII: case-insensitive matching then has Unicode
+    equivalences (the long s, U+017F, matches ``s``) that a substring test would miss.
+    """
+    if not all(word.isascii() for word in words):
+        return None
+    return tuple(dict.fromkeys(word.split()[0].lower() for word in words))
+
+
 class Rules:
     """The compiled rules of one configuration."""
 
     def __init__(self, settings: ContentFilterSettings) -> None:
-        self._word_rules: list[tuple[re.Pattern[str], dict[str, int], str, Action]] = []
+        self._word_rules: list[
+            tuple[re.Pattern[str], dict[str, int], str, Action, tuple[str, ...] | None]
+        ] = []
         longest = 0
         for key, action in (("blocked", "block"), ("masked", "mask")):
-            regex, lookup, size = _word_regex(getattr(settings, key))
+            words = getattr(settings, key)
+            regex, lookup, size = _word_regex(words)
             if regex is not None:
-                self._word_rules.append((regex, lookup, key, action))  # type: ignore[arg-type]
+                rule = (regex, lookup, key, action, _needles(words))
+                self._word_rules.append(rule)  # type: ignore[arg-type]
                 longest = max(longest, size)
         self._patterns = [
             (re.compile(rule.regex), f"patterns[{i}]", rule.action)
@@ -184,7 +199,16 @@ class Rules:
     def scan(self, text: str, pos: int = 0) -> list[Hit]:
         """Every non-empty match at or after ``pos``; text before ``pos`` is context only."""
         hits: list[Hit] = []
-        for regex, lookup, key, action in self._word_rules:
+        # A substring test on the lower-cased text is far cheaper than a regex pass
+        # (which tries every position): no entry's first word, no match.
+        lowered = text.lower() if self._word_rules and text.isascii() else None
+        for regex, lookup, key, action, needles in self._word_rules:
+            if (
+                lowered is not None
+                and needles is not None
+                and not any(needle in lowered for needle in needles)
+            ):
+                continue
             for m in regex.finditer(text, pos):
                 entry = lookup.get(" ".join(m.group().split()).casefold(), 0)
                 hits.append(Hit(m.start(), m.end(), f"{key}[{entry}]", action))

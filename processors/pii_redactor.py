@@ -15,6 +15,7 @@ the replicator uses to replicate the redacted form only.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -32,7 +33,7 @@ from chatcore.result import PluginResult
 from ._streaming import StreamStates
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator, Mapping
+    from collections.abc import Iterable, Iterator, Mapping, Sequence
 
     from chatcore.messages import ChatContext, Chunk, Message
 
@@ -62,6 +63,9 @@ DEFAULT_ENTROPY_THRESHOLD = 4.0
 METADATA_KEY = "pii"
 MAPS_CACHED = 256
 """Conversations whose placeholder maps stay in memory (the rest are reread from kv)."""
+FINDINGS_CACHED = 2048
+"""Message texts whose detected personal data is remembered: every turn redacts the
+whole history again, and detection costs far more than a lookup."""
 
 _LABEL = {
     "email": "EMAIL",
@@ -102,6 +106,10 @@ _CARD_RE = re.compile(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?!\d)")
 _IBAN_RE = re.compile(
     r"(?<![A-Za-z0-9])[A-Z]{2}\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,4})?(?![A-Za-z0-9])"
 )
+# Where an IBAN can start. Unlike _IBAN_RE (which opens with a lookbehind), this starts
+# with a character class, so the regex engine skips to the capitals instead of trying
+# every position; heads never overlap, so finditer sees them all.
+_IBAN_HEAD_RE = re.compile(r"[A-Z][A-Z]\d\d")
 _IPV4_RE = re.compile(r"\d(?<![\d.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?!\d|\.\d)")
 _IPV6_RE = re.compile(
     r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:(?:\d{1,3}\.){3}\d{1,3}|[0-9A-Fa-f]{0,4})(?![\w:])"
@@ -151,6 +159,7 @@ def shannon_entropy(text: str) -> float:
     return -sum(c / n * math.log2(c / n) for c in Counter(text).values())
 
 
+@functools.lru_cache(maxsize=4096)
 def _looks_random(token: str, threshold: float) -> bool:
     upper = sum(ch.isupper() for ch in token)
     lower = sum(ch.islower() for ch in token)
@@ -159,6 +168,7 @@ def _looks_random(token: str, threshold: float) -> bool:
     return upper >= 2 and lower >= 2 and digits >= 2 and shannon_entropy(token) >= threshold
 
 
+@functools.lru_cache(maxsize=4096)
 def _valid_ipv4(text: str) -> bool:
     try:
         ipaddress.IPv4Address(text)
@@ -167,6 +177,7 @@ def _valid_ipv4(text: str) -> bool:
     return True
 
 
+@functools.lru_cache(maxsize=4096)
 def _valid_ipv6(text: str) -> bool:
     if not any(ch not in ":." for ch in text):
         return False
@@ -203,42 +214,95 @@ def _emails(text: str) -> Iterator[Found]:
         at = text.find("@", max(at + 1, resume))
 
 
+_KEY_MIN_CHARS = 15
+"""The shortest text _KEY_RE matches (``xoxb-`` and ten characters)."""
+_TOKEN_MIN_CHARS = 32
+
+
+def _word_spans(text: str, words: Iterable[str]) -> list[tuple[int, int]]:
+    """Where each of ``words`` (whitespace-free) stands in ``text`` as a whole word, in order."""
+    spans = []
+    end_of_text = len(text)
+    for word in words:
+        size = len(word)
+        at = text.find(word)
+        while at != -1:
+            end = at + size
+            if (at == 0 or text[at - 1].isspace()) and (end == end_of_text or text[end].isspace()):
+                spans.append((at, end))
+            at = text.find(word, at + 1)
+    spans.sort()
+    return spans
+
+
+def _in_words(
+    pattern: re.Pattern[str], text: str, spans: Sequence[tuple[int, int]]
+) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` for a pattern whose matches never contain whitespace.
+
+    Only the given whole words are searched (the caller picks every word a match
+    could lie in). Lookbehinds still see the text before a word, and a lookahead
+    at a word's end sees the end of the search, which is the same as seeing the
+    whitespace after it for the negative lookaheads used here.
+    """
+    for start, end in spans:
+        yield from pattern.finditer(text, start, end)
+
+
 def _candidates(text: str, kinds: frozenset[str], entropy: float) -> Iterator[Found]:
     # Yielded in precedence order: where two overlap, the earlier detector wins. Each
-    # detector is skipped when the text lacks what it needs (an "@", enough digits):
-    # a regex pass over a long message costs far more than these counts.
+    # detector is skipped when the text lacks what it needs (an "@", enough digits),
+    # and the detectors whose matches never contain whitespace (API keys, tokens,
+    # IP addresses) search only the words that could hold one: a regex pass over a
+    # long message costs far more than these counts.
     digits = sum(map(text.count, "0123456789"))
-    if "secret" in kinds and any(prefix in text for prefix in _KEY_HINTS):
-        for m in _KEY_RE.finditer(text):
+    words: set[str] | None = None
+    if ("secret" in kinds and any(prefix in text for prefix in _KEY_HINTS)) or (
+        "ip" in kinds and (digits >= 4 or text.count(":") >= 2)
+    ):
+        words = set(text.split())
+    if "secret" in kinds and words is not None and any(prefix in text for prefix in _KEY_HINTS):
+        spans = _word_spans(text, (w for w in words if len(w) >= _KEY_MIN_CHARS))
+        for m in _in_words(_KEY_RE, text, spans):
             yield Found(m.start(), m.end(), "secret", m.group())
     if "email" in kinds and "@" in text:
         yield from _emails(text)
     if "iban" in kinds and digits >= 2:
-        for m in _IBAN_RE.finditer(text):
-            if iban_valid(m.group()):
-                yield Found(m.start(), m.end(), "iban", m.group())
+        resume = 0
+        for head in _IBAN_HEAD_RE.finditer(text):
+            if head.start() < resume:
+                continue
+            iban = _IBAN_RE.match(text, head.start())
+            if iban is not None:
+                resume = iban.end()
+                if iban_valid(iban.group()):
+                    yield Found(iban.start(), iban.end(), "iban", iban.group())
     if "card" in kinds and digits >= 13:
         for m in _CARD_RE.finditer(text):
             number = m.group().replace(" ", "").replace("-", "")
             if 13 <= len(number) <= 19 and luhn_valid(number):
                 yield Found(m.start(), m.end(), "card", m.group())
-    if "ip" in kinds:
+    if "ip" in kinds and words is not None:
         if text.count(":") >= 2:
-            for m in _IPV6_RE.finditer(text):
+            spans = _word_spans(text, (w for w in words if w.count(":") >= 2))
+            for m in _in_words(_IPV6_RE, text, spans):
                 if _valid_ipv6(m.group()):
                     yield Found(m.start(), m.end(), "ip", m.group())
         if digits >= 4 and "." in text:
-            for m in _IPV4_RE.finditer(text):
+            spans = _word_spans(text, (w for w in words if w.count(".") >= 3))
+            for m in _in_words(_IPV4_RE, text, spans):
                 if _valid_ipv4(m.group()):
                     yield Found(m.start(), m.end(), "ip", m.group())
     if "phone" in kinds and digits >= 7:
         for m in _PHONE_RE.finditer(text):
             if 7 <= sum(ch.isdigit() for ch in m.group()) <= 15:
                 yield Found(m.start(), m.end(), "phone", m.group())
-    if "secret" in kinds and digits >= 2 and max(map(len, text.split()), default=0) >= 32:
-        for m in _TOKEN_RE.finditer(text):
-            if _looks_random(m.group(), entropy):
-                yield Found(m.start(), m.end(), "secret", m.group())
+    if "secret" in kinds and digits >= 2:
+        long_words = [w for w in (words or text.split()) if len(w) >= _TOKEN_MIN_CHARS]
+        if long_words:
+            for m in _in_words(_TOKEN_RE, text, _word_spans(text, long_words)):
+                if _looks_random(m.group(), entropy):
+                    yield Found(m.start(), m.end(), "secret", m.group())
 
 
 def find_pii(
@@ -330,7 +394,7 @@ class PlaceholderMap:
         return max(map(len, self.placeholders), default=0)
 
 
-def redact(text: str, found: list[Found], mapping: PlaceholderMap) -> tuple[str, bool]:
+def redact(text: str, found: Sequence[Found], mapping: PlaceholderMap) -> tuple[str, bool]:
     """``text`` with each found value replaced by its placeholder; whether the map grew."""
     if not found:
         return text, False
@@ -433,9 +497,12 @@ class PIIRedactor(BaseMessageProcessor):
         """Conversations whose current turn went out redacted."""
         self._streams: StreamStates[PlaceholderRestorer] = StreamStates(PlaceholderRestorer)
         self._kinds = frozenset(KINDS)
+        self._findings: OrderedDict[str, tuple[Found, ...]] = OrderedDict()
+        """Detection results by text (for the current settings), least recently used first."""
 
     async def _do_initialize(self) -> None:
         self._kinds = frozenset(self.settings.detect)
+        self._findings.clear()
 
     # -- the mapping --
 
@@ -456,8 +523,18 @@ class PIIRedactor(BaseMessageProcessor):
         if self.host is not None:
             self.host.kv.set(f"map:{conversation_id}", dict(mapping.placeholders))
 
-    def _find(self, text: str) -> list[Found]:
-        return find_pii(text, kinds=self._kinds, entropy_threshold=self.settings.entropy_threshold)
+    def _find(self, text: str) -> tuple[Found, ...]:
+        found = self._findings.get(text)
+        if found is not None:
+            self._findings.move_to_end(text)
+            return found
+        found = tuple(
+            find_pii(text, kinds=self._kinds, entropy_threshold=self.settings.entropy_threshold)
+        )
+        self._findings[text] = found
+        if len(self._findings) > FINDINGS_CACHED:
+            self._findings.popitem(last=False)
+        return found
 
     # -- hooks --
 

@@ -35,3 +35,24 @@ def test_quick_backend_benchmark_runs_against_the_fake() -> None:
     assert "## Latency per request" in result.stdout
     assert "## Time to first chunk" in result.stdout
     assert "identical JSON" in result.stdout
+
+
+def test_quick_features_benchmark_runs_and_its_self_checks_pass() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "features.py"), "--quick", "--chunks", "300"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=240,
+    )
+    # Exit 1 means the run itself was broken (a processor not working, the summary not
+    # used, retrieval not finding the chunk its query was made from).
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for table in (
+        "## Processors on a 2,000-character message",
+        "## Memory assembly",
+        "## RAG over",
+    ):
+        assert table in result.stdout
+    assert "RAG corpus ingested: 6 files, 300 chunks (expected 300) — OK" in result.stdout
+    assert "BROKEN" not in result.stdout

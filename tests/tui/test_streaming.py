@@ -65,8 +65,16 @@ async def test_a_streamed_reply_settles_blocks_then_becomes_markdown() -> None:
         for piece in pieces:
             await view.append(piece)
         await pilot.pause()
-        settled = [str(w.visual) for w in body.query(".-settled").results(Static)]
-        assert len(settled) == 2  # the intro, then the whole code block
+        shown = [body.render_line(y).text.strip() for y in range(body.size.height)]
+        # The intro and the whole code block (its blank line included) are settled,
+        # each followed by a blank line; the last paragraph is the open block.
+        assert [line for line in shown if line] == [
+            "Intro line",
+            "x = 1",
+            "y = 2",
+            "After the code",
+        ]
+        assert shown.index("y = 2") - shown.index("x = 1") == 2
         assert body.text == view.text == FENCED
         await view.finish("complete")
         await pilot.pause()

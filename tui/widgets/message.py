@@ -9,6 +9,8 @@ from typing import TYPE_CHECKING
 from rich.markdown import Markdown as RichMarkdown
 from textual.containers import Vertical
 from textual.message import Message
+from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Markdown, Static
 
 from chatcore import MessageStatus, Role
@@ -16,6 +18,7 @@ from chatcore.messages import citation_lines
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
+    from textual.geometry import Size
 
 __all__ = ["EarlierMessages", "MessageView", "NoticeView", "StreamingBody", "settled_length"]
 
@@ -50,40 +53,84 @@ def _rendered(markdown: str) -> RichMarkdown:
     return RichMarkdown(markdown, code_theme="monokai", hyperlinks=False)
 
 
-class StreamingBody(Vertical):
+class StreamingBody(Widget):
     """A reply while it streams: finished blocks rendered once, the open block per chunk.
 
     Textual's Markdown widget re-parses the open block and mounts new block widgets
-    inside a batch update, which holds back every frame until the mount is done;
-    at 200 chunks/s that starves the screen. Here a chunk only re-renders the open
-    block, and a finished block becomes one fixed widget. When the reply ends the
-    message swaps this for a Markdown widget of the whole text.
+    inside a batch update, which holds back every frame until the mount is done,
+    and each widget adds to every layout. This is one widget drawing cached lines
+    (Textual's line API): a finished block (ended by a blank line outside a code
+    fence) is rendered once, a chunk re-renders only the open block, and a chunk
+    that doesn't change the height costs a repaint, not a layout. When the reply
+    ends, the message swaps this for a Markdown widget of the whole text.
     """
 
     DEFAULT_CSS = """
     StreamingBody { height: auto; padding: 0 0 0 2; }
-    StreamingBody > Static { height: auto; }
-    StreamingBody > .-settled { margin: 0 0 1 0; }
     """
 
     def __init__(self) -> None:
         super().__init__()
         self.text = ""
         self._settled = 0
-        self._open = Static("", classes="-open")
-
-    def compose(self) -> ComposeResult:
-        yield self._open
+        self._blocks: list[str] = []
+        self._settled_lines: list[Strip] = []
+        self._open_lines: list[Strip] = []
+        self._width = 0
 
     async def append(self, fragment: str) -> None:
+        """Show one more streamed piece (async to match ``MessageView.append``)."""
+        height = self._height
         self.text += fragment
         settled = settled_length(self.text, self._settled)
         if settled > self._settled:
             block = self.text[self._settled : settled].strip("\n")
             self._settled = settled
             if block:
-                await self.mount(Static(_rendered(block), classes="-settled"), before=self._open)
-        self._open.update(_rendered(self.text[self._settled :]))
+                self._blocks.append(block)
+                self._settled_lines += self._render_block(block)
+        self._open_lines = self._render(self.text[self._settled :])
+        self.refresh(layout=self._height != height)
+
+    @property
+    def _height(self) -> int:
+        return len(self._settled_lines) + len(self._open_lines)
+
+    def _render(self, markdown: str) -> list[Strip]:
+        if self._width <= 0 or not markdown.strip():
+            return []
+        console = self.app.console
+        options = console.options.update_width(self._width)
+        lines = console.render_lines(_rendered(markdown), options, pad=False)
+        return [Strip(line).adjust_cell_length(self._width) for line in lines]
+
+    def _render_block(self, block: str) -> list[Strip]:
+        lines = self._render(block)
+        return [*lines, Strip.blank(self._width)] if lines else lines
+
+    def _set_width(self, width: int) -> None:
+        if width == self._width or width <= 0:
+            return
+        self._width = width
+        self._settled_lines = [line for b in self._blocks for line in self._render_block(b)]
+        self._open_lines = self._render(self.text[self._settled :])
+
+    def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
+        self._set_width(width)
+        return self._height
+
+    def on_resize(self) -> None:
+        self._set_width(self.content_size.width)
+
+    def render_line(self, y: int) -> Strip:
+        settled = self._settled_lines
+        if y < len(settled):
+            line = settled[y]
+        elif y - len(settled) < len(self._open_lines):
+            line = self._open_lines[y - len(settled)]
+        else:
+            line = Strip.blank(self._width)
+        return line.apply_style(self.rich_style)
 
 
 def _flag(status: str, note: str | None) -> str:
