@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Annotated, Any, Literal, TypeVar, Union, get_args, get_origin
 from urllib.parse import urlsplit, urlunsplit
 
 import platformdirs
@@ -77,6 +77,8 @@ DEFAULT_RETRY_BACKOFF_SECONDS = 0.25
 DEFAULT_RETRY_BACKOFF_MAX_SECONDS = 8.0
 DEFAULT_PLUGIN_PRIORITY = 50
 DEFAULT_PLUGIN_TIMEOUT_SECONDS = 5.0
+DEFAULT_PLUGIN_MAX_MEMORY_MB = 512
+DEFAULT_PLUGIN_MAX_CPU_SECONDS = 600.0
 DEFAULT_MAX_RESTARTS = 5
 DEFAULT_RESTART_WINDOW_SECONDS = 10.0
 DEFAULT_RESTART_BACKOFF_SECONDS = 0.05
@@ -190,6 +192,18 @@ class PluginEntry(BaseModel):
 
     config: dict[str, Any] = Field(default_factory=dict)
     """Plugin-specific settings, handed to the plugin as `self.config`."""
+
+    isolation: Literal["inline", "process"] = "inline"
+    """"process" runs the plugin in a supervised child process with resource limits."""
+
+    max_memory_mb: int = Field(default=DEFAULT_PLUGIN_MAX_MEMORY_MB, ge=16)
+    """Address-space limit of a process-isolated plugin's child, in MiB."""
+
+    max_cpu_seconds: float = Field(default=DEFAULT_PLUGIN_MAX_CPU_SECONDS, gt=0)
+    """CPU-time limit of a process-isolated plugin's child, in seconds (over its life)."""
+
+    trusted: bool = False
+    """Load the plugin even if the source scan finds denied imports or calls."""
 
     @property
     def instance_name(self) -> str:
@@ -358,6 +372,9 @@ class Config(BaseModel):
 
     system_prompt: str | None = None
     """System prompt put before every conversation; empty means none."""
+
+    dev: bool = False
+    """Development mode: reload plugin files automatically when they change."""
 
     plugin_dirs: list[Path] = Field(default_factory=list)
     """Folders searched for *.py plugins; relative paths start at the config file's folder."""

@@ -181,6 +181,9 @@ class PluginConfig:
     timeout_seconds: float | None = 5.0
     rate_limit: float | None = None
     isolation: str = "inline"
+    max_memory_mb: int = 512
+    max_cpu_seconds: float = 600.0
+    trusted: bool = False
     fail_fast: bool = False
     circuit_failure_threshold: int = 5
     circuit_reset_seconds: float = 30.0
@@ -1392,6 +1395,10 @@ def _config_from_entry(entry: PluginEntry) -> PluginConfig:
         config=MappingProxyType(dict(entry.config)),
         timeout_seconds=entry.timeout_seconds,
         fail_fast=entry.fail_fast,
+        isolation=entry.isolation,
+        max_memory_mb=entry.max_memory_mb,
+        max_cpu_seconds=entry.max_cpu_seconds,
+        trusted=entry.trusted,
         circuit_failure_threshold=entry.circuit_failure_threshold,
         circuit_reset_seconds=entry.circuit_reset_seconds,
     )

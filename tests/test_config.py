@@ -474,7 +474,7 @@ def test_unknown_top_level_key(tmp_path: Path) -> None:
     with pytest.raises(
         ConfigError,
         match=r"c\.toml: colour: unknown key \(allowed: default_backend, data_dir, "
-        r"max_message_chars, system_prompt, plugin_dirs, backends, plugins, runtime, router, "
+        r"max_message_chars, system_prompt, dev, plugin_dirs, backends, plugins, runtime, router, "
         r"tui, replication\)",
     ):
         load_config(path, env={})

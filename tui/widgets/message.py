@@ -89,14 +89,14 @@ class StreamingBody(Widget):
             if block:
                 self._blocks.append(block)
                 self._settled_lines += self._render_block(block)
-        self._open_lines = self._render(self.text[self._settled :])
+        self._open_lines = self._render_markdown(self.text[self._settled :])
         self.refresh(layout=self._height != height)
 
     @property
     def _height(self) -> int:
         return len(self._settled_lines) + len(self._open_lines)
 
-    def _render(self, markdown: str) -> list[Strip]:
+    def _render_markdown(self, markdown: str) -> list[Strip]:
         if self._width <= 0 or not markdown.strip():
             return []
         console = self.app.console
@@ -105,7 +105,7 @@ class StreamingBody(Widget):
         return [Strip(line).adjust_cell_length(self._width) for line in lines]
 
     def _render_block(self, block: str) -> list[Strip]:
-        lines = self._render(block)
+        lines = self._render_markdown(block)
         return [*lines, Strip.blank(self._width)] if lines else lines
 
     def _set_width(self, width: int) -> None:
@@ -113,7 +113,7 @@ class StreamingBody(Widget):
             return
         self._width = width
         self._settled_lines = [line for b in self._blocks for line in self._render_block(b)]
-        self._open_lines = self._render(self.text[self._settled :])
+        self._open_lines = self._render_markdown(self.text[self._settled :])
 
     def get_content_height(self, container: Size, viewport: Size, width: int) -> int:
         self._set_width(width)
