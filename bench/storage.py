@@ -1,13 +1,14 @@
-"""Storage benchmark: persisting turns with the outbox, and queries on a big history.
+"""Storage benchmark: persisting turns, draining the outbox to Redis, querying a big history.
 
 Run ``python bench/storage.py``; ``--quick`` uses smaller counts (a 100,000-message
-history instead of 1,000,000). The big history is built once into
-``bench/.cache/`` (ignored by git) and reused. Prints Markdown tables in the
-shared format; a missed target prints MISSED and the exit status stays 0, and only
-a broken run (rows missing, wrong results) exits 1.
+history instead of 1,000,000, a 10,000-message drain instead of 100,000). The big
+history is built once into ``bench/.cache/`` (ignored by git) and reused. The drain
+starts its own ``redis-server`` on a free port (never the machine's Redis) and
+compares with ``redis-benchmark`` against that server in the same run. Prints
+Markdown tables in the shared format; a missed target prints MISSED and the exit
+status stays 0, and only a broken run (rows missing, wrong results) exits 1.
 
-The script is a list of sections run by ``main()``; the replication drain is added
-as one more section.
+The script is a list of sections run by ``main()``.
 """
 
 from __future__ import annotations
@@ -16,7 +17,11 @@ import argparse
 import os
 import platform
 import random
+import re
+import shutil
+import socket
 import sqlite3
+import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +40,9 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 from click.testing import CliRunner  # noqa: E402
 
 from chatcore.cli import cli  # noqa: E402
+from chatcore.config import load_config  # noqa: E402
 from chatcore.messages import Message  # noqa: E402
+from chatcore.replication import Replicator  # noqa: E402
 from chatcore.store import DB_FILENAME, Store, StoreWriter, TurnRecord  # noqa: E402
 
 if TYPE_CHECKING:
@@ -48,6 +55,9 @@ LIST_TARGET_MS = 20.0
 LOAD_TARGET_MS = 5.0
 SEARCH_TARGET_MS = 50.0
 BIG_CONVERSATION = 1_000
+DRAIN_TARGET = 20_000.0  # messages per second
+DRAIN_CONVERSATIONS = 1_000
+DRAIN_BATCH = 500  # the default [replication] batch_size
 
 
 @dataclass(frozen=True)
@@ -58,10 +68,12 @@ class Sizes:
     history_messages: int
     history_conversations: int
     query_repeats: int
+    drain_messages: int
+    drain_runs: int
 
 
-FULL = Sizes(10_000, 5, 100, 1_000_000, 10_000, 200)
-QUICK = Sizes(2_000, 3, 100, 100_000, 1_000, 50)
+FULL = Sizes(10_000, 5, 100, 1_000_000, 10_000, 200, 100_000, 5)
+QUICK = Sizes(2_000, 3, 100, 100_000, 1_000, 50, 10_000, 3)
 
 # A vocabulary with a few very common words, many ordinary ones and rare ones,
 # roughly as words in chats are spread.
@@ -195,6 +207,174 @@ def section_persist(sizes: Sizes, tmp: Path, report: Report) -> None:
             f"{sizes.persist_runs} runs. Peer: plain sqlite3 executemany of the same message "
             "and outbox rows, one transaction per batch of "
             f"{sizes.concurrency} turns (no upsert, no titles, no full-text index, no clock)."
+        ],
+    )
+    report.print_checks()
+
+
+# --- section: draining the outbox to Redis ---------------------------------------------------
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _start_redis(server: str, folder: Path, port: int) -> subprocess.Popen[bytes]:
+    """A private redis-server without persistence on ``port``, answering PING."""
+    import redis
+
+    args = [server, "--port", str(port), "--bind", "127.0.0.1", "--dir", str(folder)]
+    process = subprocess.Popen(
+        [*args, "--save", "", "--appendonly", "no"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 10
+    with redis.Redis(port=port) as client:
+        while True:
+            try:
+                client.ping()
+                return process
+            except redis.ConnectionError:
+                if time.monotonic() > deadline or process.poll() is not None:
+                    process.kill()
+                    raise
+                time.sleep(0.01)
+
+
+def _seed_outbox(path: Path, messages: int) -> int:
+    """``messages`` messages (turns of two) in DRAIN_CONVERSATIONS conversations, queued."""
+    with Store(path, outbox=True) as store:
+        records = [
+            TurnRecord(
+                f"conv-{n % DRAIN_CONVERSATIONS:05d}",
+                (Message.user(f"question {n} " * 4), Message.assistant(f"answer {n} " * 12)),
+            )
+            for n in range(messages // 2)
+        ]
+        for start in range(0, len(records), 1_000):
+            store.write_turns(records[start : start + 1_000])
+        store.checkpoint()
+        return store.outbox_depth()
+
+
+def _redis_benchmark(tool: str, port: int) -> float:
+    """Pipelined SET throughput (requests/s) as redis-benchmark reports it."""
+    output = subprocess.run(
+        [tool, "-p", str(port), "-P", "16", "-t", "set", "-n", "100000", "-q"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    # The -q output redraws with \r; the last line reads "SET: 1234567.89 requests per second".
+    found = re.findall(r"SET: ([\d.]+) requests per second", output.replace("\r", "\n"))
+    if not found:
+        raise RuntimeError(f"could not read redis-benchmark's output: {output!r}")
+    return float(found[-1])
+
+
+async def _drain(store: Store, url: str) -> tuple[int, int]:
+    """Run one ``push_once`` (what ``chatcore sync push`` does); (changes sent, ns taken)."""
+    settings = load_config(replication={"redis_url": url, "batch_size": DRAIN_BATCH}).replication
+    replicator = Replicator(store, settings)
+    try:
+        start = time.perf_counter_ns()
+        sent = await replicator.push_once()
+        return sent, time.perf_counter_ns() - start
+    finally:
+        replicator.close()
+
+
+@dataclass(frozen=True)
+class _DrainRun:
+    ns: int
+    baseline: float  # redis-benchmark SET/s
+    script_us: float  # time Redis spent in the apply script, per change
+    ok: bool
+    detail: str
+
+
+def _drain_once(
+    server: str, tool: str, seeded: Path, folder: Path, rows: int, messages: int
+) -> _DrainRun:
+    import redis
+
+    folder.mkdir()
+    path = folder / DB_FILENAME
+    shutil.copyfile(seeded, path)
+    os.chmod(path, 0o600)
+    port = _free_port()
+    process = _start_redis(server, folder, port)
+    try:
+        with Store(path, outbox=True) as store:
+            sent, ns = trio.run(_drain, store, f"redis://127.0.0.1:{port}/0")
+            left = store.outbox_depth()
+        with redis.Redis(port=port, decode_responses=True) as client:
+            stored = sum(client.hlen(k) for k in client.scan_iter(match="chatcore:*:msgs"))
+            stream = client.xlen("chatcore:changes")
+            stats = client.info("commandstats").get("cmdstat_evalsha", {})
+        baseline = _redis_benchmark(tool, port)
+    finally:
+        process.kill()
+        process.wait()
+    ok = sent == rows and left == 0 and stored == messages and stream == rows
+    detail = f"sent {sent:,}, left {left}, messages in Redis {stored:,}, stream entries {stream:,}"
+    return _DrainRun(ns, baseline, float(stats.get("usec", 0)) / max(rows, 1), ok, detail)
+
+
+def section_drain(sizes: Sizes, tmp: Path, report: Report) -> None:
+    title = "Draining the outbox to Redis"
+    server, tool = shutil.which("redis-server"), shutil.which("redis-benchmark")
+    if server is None or tool is None:
+        print(f"\n## {title}\n\nskipped: redis-server and redis-benchmark are not on PATH")
+        report.missed.append("drain throughput (no redis-server)")
+        return
+    import redis
+    from redis.utils import HIREDIS_AVAILABLE
+
+    messages = sizes.drain_messages
+    seeded = tmp / "drain-seed.db"
+    rows = _seed_outbox(seeded, messages)
+    runs = [
+        _drain_once(server, tool, seeded, tmp / f"drain-{n}", rows, messages)
+        for n in range(sizes.drain_runs)
+    ]
+    for n, run in enumerate(runs):
+        report.check(f"drain run {n + 1}", run.ok, run.detail)
+    times = Summary.of_ns([r.ns for r in runs])
+    median_rate = messages / (times.median / 1e3)
+    p95_rate = messages / (times.p95 / 1e3)
+    baseline = sorted(r.baseline for r in runs)[len(runs) // 2]
+    script = sorted(r.script_us for r in runs)[len(runs) // 2]
+    parser = "hiredis" if HIREDIS_AVAILABLE else "pure-Python"
+    print_table(
+        title,
+        [
+            Row(
+                f"drain {rows:,} outbox rows ({messages:,} messages): Replicator.push_once",
+                f"{median_rate:,.0f} msg/s",
+                f"{p95_rate:,.0f} msg/s",
+                f"{baseline:,.0f} SET/s",
+                ratio(median_rate, baseline),
+                f"≥ {DRAIN_TARGET:,.0f} msg/s",
+                report.target("drain throughput", median_rate >= DRAIN_TARGET),
+            ),
+            Row("drain time", ms(times.median, 0), ms(times.p95, 0)),
+            Row("Redis time in the apply script, per change", f"{script:.1f} µs"),
+        ],
+        [
+            f"{sizes.drain_runs} runs, each on a fresh copy of the same outbox ({messages:,} "
+            f"messages + {rows - messages:,} conversation rows in {DRAIN_CONVERSATIONS:,} "
+            f"conversations) and a fresh redis-server without persistence; batch_size "
+            f"{DRAIN_BATCH}; redis-py {redis.__version__} with the {parser} reply parser. "
+            f"Drain times in run order: {', '.join(f'{r.ns / 1e9:.2f} s' for r in runs)}. "
+            "p95: the rate of the 95th-percentile drain time (nearest rank: the slowest "
+            "run when there are few). Peer: `redis-benchmark -P 16 -t set -n 100000` "
+            "against the same server after each drain (median); the ratio compares "
+            "messages/s with plain pipelined SETs, each message being a deduplicated, "
+            "last-writer-wins apply of several commands plus a stream entry."
         ],
     )
     report.print_checks()
@@ -399,7 +579,11 @@ def section_queries(sizes: Sizes, tmp: Path, report: Report) -> None:
 
 # --- main -----------------------------------------------------------------------------------
 
-SECTIONS: list[Callable[[Sizes, Path, Report], None]] = [section_persist, section_queries]
+SECTIONS: list[Callable[[Sizes, Path, Report], None]] = [
+    section_persist,
+    section_drain,
+    section_queries,
+]
 """Run in order by main(); a new measurement is one more function here."""
 
 
@@ -407,8 +591,13 @@ def parse_args(argv: Sequence[str] | None) -> Sizes:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="100k-message history, fewer runs")
     parser.add_argument("--persist-turns", type=int, help="turns per persisting run")
+    parser.add_argument("--drain-messages", type=int, help="messages in the outbox to drain")
     args = parser.parse_args(argv)
     sizes = QUICK if args.quick else FULL
+    if args.drain_messages is not None:
+        if args.drain_messages < 2:
+            parser.error("--drain-messages must be at least 2")
+        sizes = replace(sizes, drain_messages=args.drain_messages)
     if args.persist_turns is not None:
         if args.persist_turns < 1:
             parser.error("--persist-turns must be at least 1")

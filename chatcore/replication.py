@@ -2,13 +2,15 @@
 
 The local SQLite file is the source of truth. Every local change has an outbox row
 (written in the same transaction); the :class:`Replicator` pushes those rows to Redis
-in pipelined batches and deletes them only once Redis has acknowledged them, and it
-pulls the changes of other devices from a Redis stream into the local store.
+in batches, each applied by one script call, and deletes them only once Redis has
+acknowledged them; it pulls the changes of other devices from a Redis stream into the
+local store.
 
 Redis is spoken to with the official synchronous client (``redis``) in a worker thread
 (``trio.to_thread.run_sync``), one call per batch: ``redis.asyncio`` would need an
-asyncio loop, and the engine runs on Trio. A pipeline of 500 commands is one blocking
-round trip, so one thread hop per batch costs little.
+asyncio loop, and the engine runs on Trio. A batch of 500 changes is one blocking round
+trip, so one thread hop per batch costs little; reading the next batch and deleting the
+previous one run in their own threads meanwhile.
 
 Layout (``P`` is ``[replication] key_prefix``; ``{conv:ID}`` is a hash tag, so every key
 of one conversation lives in one Redis Cluster slot):
@@ -44,13 +46,13 @@ from .messages import ChatContext, utcnow
 from .store import Change, ChangeKind, StoreError
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Sequence
+    from collections.abc import Awaitable, Callable, Sequence
 
     import redis
 
     from .config import Config, ReplicationConfig
     from .hooks import HookRegistry
-    from .store import OutboxEntry, Store
+    from .store import Store
 
 __all__ = [
     "HEARTBEAT_SECONDS",
@@ -86,49 +88,131 @@ _CURSOR_KEY = "replication.cursor"
 
 _NO_CONTEXT = ChatContext(conversation_id="")
 
-# Applies one change atomically: dedupe, last-writer-wins, and the stream entry only
-# when the change is new AND altered Redis. Stamps are fixed-width text ending in the
-# device id, so comparing them as strings is comparing (time, counter, device).
-# KEYS: applied, meta, msgs, mhlc, stream.
-# ARGV: change id, kind, stamp, device, change JSON, message id | deleted_at,
-#       message JSON, then conversation field/value pairs.
+# Applies a whole batch of changes in one call. Per change: dedupe by its id, then
+# last-writer-wins, and a stream entry only when the change is new AND altered Redis.
+# Stamps are fixed-width text ending in the device id, so comparing them as strings is
+# comparing (time, counter, device).
+#
+# KEYS[1]: the change stream. ARGV[1]: the key prefix, then one argument per change: its
+# JSON as the outbox stores it (data last, so a message's JSON is the text between
+# '"data":' and the final brace, stored as is: no decode/encode round trip can alter
+# it). A CONVERSATION change is followed by its metadata as JSON text.
+#
+# Every change is checked before anything is written: a malformed one makes the script
+# return {'bad', n, reason} (n counts changes from 1) with Redis untouched. Otherwise it
+# returns {'ok', altered, duplicates}. The conversation keys are built here, not passed
+# in KEYS: that is what a single Redis allows, and what a Cluster would refuse.
 _APPLY_LUA = """
-local kind = ARGV[2]
-if kind ~= 'message' and kind ~= 'conversation' and kind ~= 'tombstone' then
-  return redis.error_reply('ERR unknown change kind ' .. kind)
+local prefix = ARGV[1]
+local stamp_pattern = '^' .. string.rep('%d', 13) .. '%.' .. string.rep('%d', 5) .. '%..+$'
+local function text_or_empty(value)
+  if type(value) == 'string' then return value end
+  return ''
 end
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  return 0
-end
-local stamp = ARGV[3]
-local tomb = redis.call('HGET', KEYS[2], 'deleted_hlc')
-local altered = false
-if tomb then
-  altered = false
-elseif kind == 'message' then
-  local current = redis.call('HGET', KEYS[4], ARGV[6])
-  if (not current) or stamp > current then
-    redis.call('HSET', KEYS[3], ARGV[6], ARGV[7])
-    redis.call('HSET', KEYS[4], ARGV[6], stamp)
-    altered = true
+local changes = {}
+local i = 2
+local n = 0
+while i <= #ARGV do
+  local raw = ARGV[i]
+  n = n + 1
+  local ok, c = pcall(cjson.decode, raw)
+  if not ok or type(c) ~= 'table' then
+    return {'bad', n, 'not a JSON object'}
   end
-elseif kind == 'conversation' then
-  local current = redis.call('HGET', KEYS[2], 'hlc')
-  if (not current) or stamp > current then
-    redis.call('HSET', KEYS[2], 'hlc', stamp, 'device', ARGV[4], unpack(ARGV, 8))
-    altered = true
+  local kind, cid, stamp, device, data = c.kind, c.conversation_id, c.hlc, c.device_id, c.data
+  if type(cid) ~= 'string' or cid == '' then
+    return {'bad', n, 'conversation_id: expected non-empty text'}
   end
-else
-  redis.call('DEL', KEYS[3], KEYS[4])
-  redis.call('HSET', KEYS[2], 'deleted_hlc', stamp, 'deleted_at', ARGV[6])
-  altered = true
+  if type(stamp) ~= 'string' or not string.find(stamp, stamp_pattern) then
+    return {'bad', n, 'hlc: expected <13 digits>.<5 digits>.<device id>'}
+  end
+  if type(device) ~= 'string' or device == '' then
+    return {'bad', n, 'device_id: expected non-empty text'}
+  end
+  if type(data) ~= 'table' then
+    return {'bad', n, 'data: expected an object'}
+  end
+  local change = {kind = kind, cid = cid, stamp = stamp, device = device, raw = raw}
+  if kind == 'message' then
+    if type(data.id) ~= 'string' or data.id == '' then
+      return {'bad', n, 'data.id: expected non-empty text'}
+    end
+    local at = string.find(raw, '"data":', 1, true)
+    if not at or string.sub(raw, -2) ~= '}}' then
+      return {'bad', n, 'data: expected as the last field'}
+    end
+    change.id = 'msg:' .. data.id .. ':' .. stamp
+    change.mid = data.id
+    change.body = string.sub(raw, at + 7, -2)
+  elseif kind == 'conversation' then
+    i = i + 1
+    if ARGV[i] == nil then
+      return {'bad', n, 'no metadata argument after a conversation change'}
+    end
+    change.id = 'conversation:' .. cid .. ':' .. stamp
+    change.fields = {
+      'title', text_or_empty(data.title), 'created_at', text_or_empty(data.created_at),
+      'backend', text_or_empty(data.backend), 'model', text_or_empty(data.model),
+      'system', text_or_empty(data.system), 'metadata', ARGV[i],
+    }
+  elseif kind == 'tombstone' then
+    if type(data.deleted_at) ~= 'string' then
+      return {'bad', n, 'data.deleted_at: expected text'}
+    end
+    change.id = 'tombstone:' .. cid .. ':' .. stamp
+    change.deleted_at = data.deleted_at
+  else
+    return {'bad', n, 'kind: expected message, conversation or tombstone'}
+  end
+  changes[n] = change
+  i = i + 1
 end
-if altered then
-  redis.call('XADD', KEYS[5], '*', 'device', ARGV[4], 'change', ARGV[5])
-  return 1
+local stream = KEYS[1]
+local tombstoned = {}
+local altered_count, duplicates = 0, 0
+for _, c in ipairs(changes) do
+  local base = prefix .. ':{conv:' .. c.cid .. '}:'
+  if redis.call('SADD', base .. 'applied', c.id) == 0 then
+    duplicates = duplicates + 1
+  else
+    local tomb = tombstoned[c.cid]
+    if tomb == nil then
+      tomb = redis.call('HEXISTS', base .. 'meta', 'deleted_hlc') == 1
+      tombstoned[c.cid] = tomb
+    end
+    local altered = false
+    if tomb then
+      altered = false
+    elseif c.kind == 'message' then
+      local current = redis.call('HGET', base .. 'mhlc', c.mid)
+      if (not current) or c.stamp > current then
+        redis.call('HSET', base .. 'msgs', c.mid, c.body)
+        redis.call('HSET', base .. 'mhlc', c.mid, c.stamp)
+        altered = true
+      end
+    elseif c.kind == 'conversation' then
+      local current = redis.call('HGET', base .. 'meta', 'hlc')
+      if (not current) or c.stamp > current then
+        redis.call('HSET', base .. 'meta', 'hlc', c.stamp, 'device', c.device, unpack(c.fields))
+        altered = true
+      end
+    else
+      redis.call('DEL', base .. 'msgs', base .. 'mhlc')
+      redis.call('HSET', base .. 'meta', 'deleted_hlc', c.stamp, 'deleted_at', c.deleted_at)
+      tombstoned[c.cid] = true
+      altered = true
+    end
+    if altered then
+      redis.call('XADD', stream, '*', 'device', c.device, 'change', c.raw)
+      altered_count = altered_count + 1
+    end
+  end
 end
-return 2
+return {'ok', altered_count, duplicates}
 """
+
+_MESSAGE_HEAD = '{"kind":"message",'
+"""How every MESSAGE change the store writes begins (``_change_json``: fixed key order)."""
 
 
 # --------------------------------------------------------------------------- values
@@ -306,18 +390,10 @@ def _json(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_plain)
 
 
-def _quote(text: str) -> str:
-    return json.dumps(text, ensure_ascii=False)
-
-
 def _plain(value: object) -> object:
     if isinstance(value, Mapping):
         return dict(value)
     raise TypeError(f"cannot send a {type(value).__name__} to Redis: {value!r}")
-
-
-def _text(value: Any) -> str:
-    return "" if value is None else str(value)
 
 
 def open_redis(settings: ReplicationConfig) -> redis.Redis:
@@ -346,6 +422,53 @@ def open_redis(settings: ReplicationConfig) -> redis.Redis:
         reason = _scrub(str(exc), _secrets(settings.redis_url))
         target = describe_target(settings.redis_url)
         raise ReplicationError(f"[replication] redis_url {target} is invalid: {reason}") from None
+
+
+# --------------------------------------------------------------------------- batches
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Outbox rows read for one script call: their ids and the script's arguments."""
+
+    ids: list[int]
+    args: list[str]
+    full: bool
+    """As many rows as asked for: more may follow."""
+
+    @property
+    def first(self) -> int:
+        return self.ids[0]
+
+    @property
+    def last(self) -> int:
+        return self.ids[-1]
+
+    @property
+    def count(self) -> int:
+        return len(self.ids)
+
+
+class _Step:
+    """Runs the calls of one pipelined step side by side and keeps their outcomes.
+
+    An error is kept, not raised, so one call failing never cancels the others (a store
+    write is never abandoned) and the caller decides what to report first.
+    """
+
+    def __init__(self) -> None:
+        self.values: dict[str, Any] = {}
+        self.errors: dict[str, Exception] = {}
+
+    async def run(self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any) -> None:
+        try:
+            self.values[name] = await fn(*args)
+        except Exception as exc:  # kept for the caller to raise
+            self.errors[name] = exc
+
+    def raise_for(self, name: str) -> None:
+        if name in self.errors:
+            raise self.errors[name]
 
 
 # --------------------------------------------------------------------------- replicator
@@ -441,31 +564,57 @@ class Replicator:
     async def push_once(self) -> int:
         """Push what is pending now, batch by batch; return how many changes were sent.
 
-        Rows are deleted from the outbox only once Redis has acknowledged them, so an
-        error or a crash at any point sends them again later, and the apply script
-        makes that second delivery change nothing.
+        Each batch is one script call that Redis applies as a whole. While batch k is
+        in flight, the rows of batch k-1 (which Redis acknowledged) are deleted and
+        batch k+1 is read, so the store and Redis work at the same time. Rows are
+        deleted from the outbox only once Redis has acknowledged them, so an error or a
+        crash at any point sends them again later, and the apply script makes that
+        second delivery change nothing.
 
         Raises:
             ReplicationUnavailable: Redis is unreachable or refused a batch; what it
                 acknowledged before that is no longer pending.
+            StoreError: an outbox row is not a well-formed change (named by its id).
         """
         async with self._lock:
+            size = self._settings.batch_size
             sent = 0
-            batch = self._settings.batch_size
-            while True:
-                entries = await self._local(self._store.outbox_pending, batch)
-                if not entries:
-                    if not sent:  # nothing to send: still say whether Redis is there
-                        await self._redis(self._ping_blocking)
-                    break
-                acked, error = await self._redis(self._push_blocking, entries)
-                if acked:
-                    await self._local(self._store.outbox_ack, acked)
-                    sent += len(acked)
-                if error is not None:
-                    raise await self._unavailable(error)
-                if len(entries) < batch:
-                    break
+            current: _Batch | None = await self._local(self._prepare_batch, 0, size)
+            if current is None:  # nothing to send: still say whether Redis is there
+                await self._redis(self._ping_blocking)
+            delivered: _Batch | None = None  # applied by Redis, rows not yet deleted
+            deferred: Exception | None = None
+            while current is not None or delivered is not None:
+                step = _Step()
+                async with trio.open_nursery() as nursery:
+                    if current is not None:
+                        nursery.start_soon(step.run, "send", self._redis, self._send, current)
+                        if current.full:
+                            nursery.start_soon(
+                                step.run,
+                                "next",
+                                self._local,
+                                self._prepare_batch,
+                                current.last,
+                                size,
+                            )
+                    if delivered is not None:
+                        ack = self._store.outbox_ack_range
+                        nursery.start_soon(
+                            step.run, "ack", self._local, ack, delivered.first, delivered.last
+                        )
+                if delivered is not None:
+                    step.raise_for("ack")
+                    sent += delivered.count
+                    delivered = None
+                if current is not None:
+                    step.raise_for("send")
+                    delivered = current
+                    current = step.values.get("next")
+                    # A bad row in the next batch: delete what Redis took, then report it.
+                    deferred = step.errors.get("next")
+            if deferred is not None:
+                raise deferred
             await self._succeeded()
             self._last_push = utcnow().isoformat()
             await self._local(self._store.sync_set, SYNC_LAST_PUSH, self._last_push)
@@ -542,7 +691,7 @@ class Replicator:
             if self._sync_requested:
                 self._sync_requested = False
                 next_pull = now
-            if await self._local(self._store.outbox_pending, 1):
+            if await self._local(self._store.outbox_rows, 1):
                 await self.push_once()
             if trio.current_time() >= next_pull:
                 await self.pull_once()
@@ -634,61 +783,63 @@ class Replicator:
     def _ping_blocking(self) -> None:
         self._client.ping()
 
-    def _push_blocking(
-        self, entries: Sequence[OutboxEntry]
-    ) -> tuple[list[int], BaseException | None]:
-        pipe = self._client.pipeline(transaction=False)
-        pii: dict[str, dict[str, str]] = {}
-        for entry in entries:
-            change = entry.change
-            if change.kind is ChangeKind.CONVERSATION:
-                cid = change.conversation_id
-                if cid not in pii:
-                    pii[cid] = self._conversation_pii(cid)
-                change = redact_change(change, pii[cid])
-            keys, args = self._script_call(redact_change(change))
-            self._script(keys=keys, args=args, client=pipe)
-        results = pipe.execute(raise_on_error=False)
-        acked: list[int] = []
-        error: BaseException | None = None
-        for entry, result in zip(entries, results, strict=True):
-            if isinstance(result, BaseException):
-                error = error or result
-            else:
-                acked.append(entry.id)
-        return acked, error
+    def _prepare_batch(self, after: int, limit: int) -> _Batch | None:
+        """Read the next outbox rows after ``after`` and make them the script's arguments.
 
-    def _conversation_pii(self, conversation_id: str) -> dict[str, str]:
-        """Every ``pii`` mapping of a conversation's messages (read from the local store)."""
-        found: dict[str, str] = {}
-        for message in self._store.get_messages(conversation_id):
-            found.update(_pii_of(message.metadata))
+        A MESSAGE row is passed on as the stored text: Redis needs it as text, and the
+        script takes what it needs from it. Only a row that mentions ``"pii"`` is parsed
+        here, to be redacted. Other kinds (one per conversation or deletion, rare) are
+        parsed and checked; a CONVERSATION change is redacted with its conversation's
+        PII mappings and followed by its metadata JSON.
+        """
+        rows = self._store.outbox_rows(limit, after=after)
+        if not rows:
+            return None
+        args = [self._prefix]
+        ids: list[int] = []
+        conversations: list[tuple[int, Change]] = []
+        for row_id, text in rows:
+            ids.append(row_id)
+            if text.startswith(_MESSAGE_HEAD) and '"pii"' not in text:
+                args.append(text)
+                continue
+            change = redact_change(self._parse_row(row_id, text))
+            if change.kind is ChangeKind.CONVERSATION:
+                conversations.append((len(args), change))
+                args += ("", "")
+            else:
+                args.append(change.to_json())
+        if conversations:
+            pii = self._conversation_pii({c.conversation_id for _, c in conversations})
+            for index, change in conversations:
+                change = redact_change(change, pii.get(change.conversation_id))
+                args[index] = change.to_json()
+                args[index + 1] = _json(change.data.get("metadata") or {})
+        return _Batch(ids, args, full=len(rows) == limit)
+
+    def _parse_row(self, row_id: int, text: str) -> Change:
+        try:
+            return Change.from_json(text)
+        except StoreError as exc:
+            raise StoreError(f"{self._store.path}: outbox row {row_id}: {exc}") from None
+
+    def _conversation_pii(self, conversation_ids: set[str]) -> dict[str, dict[str, str]]:
+        """Every ``pii`` mapping of these conversations' messages (read from the local store)."""
+        found: dict[str, dict[str, str]] = {}
+        for cid, text in self._store.pii_mappings(sorted(conversation_ids)):
+            found.setdefault(cid, {}).update(_pii_of({"pii": json.loads(text)}))
         return found
 
-    def _script_call(self, change: Change) -> tuple[list[str], list[str]]:
-        base = f"{self._prefix}:{{conv:{change.conversation_id}}}"
-        keys = [f"{base}:applied", f"{base}:meta", f"{base}:msgs", f"{base}:mhlc", self._stream]
-        data = change.data
-        if change.kind is ChangeKind.MESSAGE:
-            # The message JSON is encoded once and spliced into the change's JSON: this
-            # runs for every row of a drain, and the encoder is most of its cost.
-            message_json = _json(data)
-            change_json = (
-                f'{{"kind":"message","conversation_id":{_quote(change.conversation_id)},'
-                f'"hlc":{_quote(change.hlc)},"device_id":{_quote(change.device_id)},'
-                f'"data":{message_json}}}'
+    def _send(self, batch: _Batch) -> None:
+        """Apply ``batch`` in one script call; a malformed row is a StoreError naming it."""
+        reply = self._script(keys=[self._stream], args=batch.args, client=self._client)
+        if not isinstance(reply, list) or not reply:
+            raise StoreError(f"replication: unexpected reply from the apply script: {reply!r:.200}")
+        if reply[0] == "bad":
+            row_id = batch.ids[int(reply[1]) - 1]
+            raise StoreError(
+                f"{self._store.path}: outbox row {row_id}: malformed change: {reply[2]}"
             )
-            args = [change.change_id, "message", change.hlc, change.device_id, change_json]
-            return keys, [*args, str(data["id"]), message_json]
-        args = [change.change_id, change.kind.value, change.hlc, change.device_id, change.to_json()]
-        if change.kind is ChangeKind.TOMBSTONE:
-            args += [str(data["deleted_at"]), ""]
-        else:
-            args += ["", ""]
-            for name in ("title", "created_at", "backend", "model", "system"):
-                args += [name, _text(data.get(name))]
-            args += ["metadata", _json(data.get("metadata") or {})]
-        return keys, args
 
     def _read_blocking(self, cursor: str, count: int) -> list[tuple[str, dict[str, str]]]:
         low = "-" if cursor == "0-0" else f"({cursor}"

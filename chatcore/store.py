@@ -631,6 +631,20 @@ def m002_rag_and_memory(db: Database) -> None:
         'VALUES (new.rowid, new."heading", new."text");\n'
         "END"
     )
+    # A generation counter bumped (by trigger, so in the writer's own transaction) on any
+    # change to chunks or their vectors: RAG's in-memory vector matrix reloads only then.
+    db.conn.execute("CREATE TABLE rag_state (key TEXT PRIMARY KEY, value INTEGER NOT NULL)")
+    db.conn.execute("INSERT INTO rag_state (key, value) VALUES ('generation', 0)")
+    bump = "UPDATE rag_state SET value = value + 1 WHERE key = 'generation'"
+    for name, event in (
+        ("insert", "INSERT"),
+        ("delete", "DELETE"),
+        ("update", "UPDATE OF embedding, embed_model, text, heading"),
+    ):
+        db.conn.execute(
+            f"CREATE TRIGGER chunks_generation_{name} AFTER {event} ON chunks "
+            f"BEGIN {bump}; END"
+        )
     db.table("memories").create(
         {"id": str, "user": str, "content": str, "created_at": str, "metadata": str},
         pk="id",
@@ -1407,6 +1421,63 @@ class Store:
             except StoreError as exc:
                 raise StoreError(f"{self.path}: outbox row {row_id}: {exc}") from None
         return entries
+
+    def outbox_rows(self, limit: int, *, after: int = 0) -> list[tuple[int, str]]:
+        """Up to ``limit`` queued rows with an id above ``after``, oldest first, as stored.
+
+        ``(id, change JSON)``, neither parsed nor checked: the replicator hands the
+        text to Redis as it is, so a drain does not pay for building a ``Change`` per
+        row. ``after`` lets it read the next batch while the previous one is in flight.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        return [
+            (int(row_id), str(text))
+            for row_id, text in self._read(
+                "SELECT id, change FROM outbox WHERE id > ? ORDER BY id LIMIT ?", [after, limit]
+            )
+        ]
+
+    def outbox_ack_range(self, first: int, last: int) -> int:
+        """Delete the rows ``first..last`` (both included) in one statement; how many went.
+
+        For a batch read with :meth:`outbox_rows` and acknowledged by Redis as a
+        whole. Ids only grow (``AUTOINCREMENT``: never reused) and a read sees whole
+        commits, so no row that was not in that batch can have an id inside its range.
+
+        Raises:
+            ValueError: ``first`` is greater than ``last``.
+        """
+        if first > last:
+            raise ValueError(f"an outbox range runs upwards, got {first}..{last}")
+        with self._write_lock, _immediate(self._writer):
+            cursor = self._writer.execute(
+                "DELETE FROM outbox WHERE id BETWEEN ? AND ?", [int(first), int(last)]
+            )
+            return int(cursor.rowcount)
+
+    def pii_mappings(self, conversation_ids: Sequence[str]) -> list[tuple[str, str]]:
+        """``(conversation id, "pii" object as JSON)`` of the messages that have one.
+
+        Oldest message first per conversation. Replication redacts a CONVERSATION
+        change (its title is made from what the user typed) with these, so only the
+        few messages that carry a ``"pii"`` key are read, not whole conversations.
+        """
+        if not conversation_ids:
+            return []
+        return [
+            (str(cid), str(pii))
+            for cid, pii in self._read(
+                "SELECT conversation_id, json_extract(metadata, '$.pii') FROM messages "
+                "WHERE conversation_id IN (SELECT value FROM json_each(?)) "
+                "AND instr(metadata, '\"pii\"') > 0 AND json_type(metadata, '$.pii') = 'object' "
+                "ORDER BY conversation_id, created_at, id",
+                [_to_json(list(conversation_ids))],
+            )
+        ]
 
     def outbox_ack(self, ids: Sequence[int]) -> None:
         """Delete the outbox rows ``ids`` (replicated) in one transaction; unknown ids are fine."""

@@ -4,6 +4,10 @@ Each reader turns one file into ``Block``s: a paragraph of text and the path of
 headings it sits under. ``chunk_blocks`` then packs the paragraphs of each
 section into chunks of at most ``chunk_chars`` characters, repeating the tail
 of a chunk at the start of the next one when a section needs several.
+
+Everything after decoding is lazy: the text is held once, and lines, blocks and
+chunks are generated as they are consumed, so a 50 MB file never exists as a
+list of lines, paragraphs or chunks.
 """
 
 from __future__ import annotations
@@ -13,7 +17,8 @@ import itertools
 import logging
 import os
 import re
-from dataclasses import dataclass
+from collections import deque
+from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -30,6 +35,7 @@ __all__ = [
     "ChunkDraft",
     "Discovery",
     "IngestError",
+    "NotText",
     "ParsedDocument",
     "chunk_blocks",
     "discover",
@@ -66,6 +72,14 @@ class IngestError(Exception):
     """A file could not be read as a document (binary, undecodable, corrupt PDF...)."""
 
 
+class NotText(IngestError):
+    """A text-format file that is binary or not UTF-8: skipped with a warning, not a failure.
+
+    Such a file is usually a stray (an image renamed ``.txt``, a legacy-encoded
+    note) among good ones; a damaged PDF stays a plain ``IngestError``, a failure.
+    """
+
+
 @dataclass(frozen=True, slots=True)
 class Block:
     """One paragraph and the headings above it, outermost first."""
@@ -74,13 +88,32 @@ class Block:
     text: str
 
 
-@dataclass(frozen=True, slots=True)
-class ParsedDocument:
-    """What a reader found in a file: its title, format and paragraphs in order."""
+@dataclass(slots=True)
+class _Title:
+    """The title a reader settles on while it reads (front matter, <title>, first h1)."""
 
-    title: str
+    fallback: str
+    found: str | None = None
+
+    def get(self) -> str:
+        return self.found or self.fallback
+
+
+@dataclass(slots=True)
+class ParsedDocument:
+    """A document being read: its paragraphs in order, produced lazily as they are consumed.
+
+    ``title`` is final once ``blocks`` is exhausted (a first-level heading may come
+    late); before that it may still be the fallback (the file name).
+    """
+
     format: str
-    blocks: list[Block]
+    blocks: Iterator[Block]
+    _title: _Title = field(repr=False)
+
+    @property
+    def title(self) -> str:
+        return self._title.get()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,24 +176,46 @@ def discover(paths: Iterable[Path | str]) -> Discovery:
 
 
 def decode_text(data: bytes) -> str:
-    """UTF-8 text with newlines normalised; binary or undecodable data is an ``IngestError``."""
+    """UTF-8 text (newlines are left to the line readers, so the text is not copied again).
+
+    Raises:
+        NotText: the data is binary (NUL bytes near the start) or not UTF-8.
+    """
     if b"\x00" in data[:BINARY_SNIFF_BYTES]:
-        raise IngestError("binary file, not text (it contains NUL bytes)")
+        raise NotText("binary file, not text (it contains NUL bytes)")
     try:
-        text = data.decode("utf-8-sig")
+        return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
-        raise IngestError(
+        raise NotText(
             f"not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
             "convert it to UTF-8 first"
         ) from None
-    return text.replace("\r\n", "\n").replace("\r", "\n")
+
+
+_NEWLINE = re.compile(r"\r\n|\r|\n")
+
+
+def iter_lines(text: str) -> Iterator[str]:
+    """The lines of ``text`` (any newline convention) one at a time, like ``split("\\n")``.
+
+    A generator rather than a list: a large file's lines are never all in memory.
+    """
+    start = 0
+    for newline in _NEWLINE.finditer(text):
+        yield text[start : newline.start()]
+        start = newline.end()
+    yield text[start:]
 
 
 def parse_bytes(data: bytes, *, format: str, name: str) -> ParsedDocument:
     """Parse a file's bytes as ``format`` (a value of ``FORMATS``); ``name`` is the fallback title.
 
+    Text is decoded here, eagerly, so the caller can drop ``data`` before reading
+    the blocks; the blocks themselves are produced lazily.
+
     Raises:
-        IngestError: the bytes are not a readable document of that format.
+        IngestError: the bytes are not a readable document of that format
+            (``NotText`` when a text format is binary or not UTF-8).
     """
     if format == "pdf":
         return parse_pdf(data, name=name)
@@ -185,7 +240,19 @@ def _paragraphs(text: str) -> list[str]:
 
 def parse_text(text: str, *, name: str) -> ParsedDocument:
     """Plain text: paragraphs separated by blank lines, no headings."""
-    return ParsedDocument(name, "text", [Block((), p) for p in _paragraphs(text)])
+
+    def blocks() -> Iterator[Block]:
+        sections = _Sections()
+        for line in iter_lines(text):
+            if line.strip(" \t"):
+                sections.lines.append(line)
+            else:
+                sections.flush()
+                yield from sections.drain()
+        sections.flush()
+        yield from sections.drain()
+
+    return ParsedDocument("text", blocks(), _Title(name))
 
 
 # --------------------------------------------------------------------------- Markdown
@@ -222,24 +289,44 @@ class _Sections:
         if paragraph:
             self.blocks.append(Block(tuple(t for _, t in self.stack), paragraph))
 
+    def drain(self) -> list[Block]:
+        """The blocks completed since the last drain (readers yield them as they go)."""
+        done, self.blocks = self.blocks, []
+        return done
+
 
 def parse_markdown(text: str, *, name: str) -> ParsedDocument:
     """Markdown: ATX (``#``) and setext headings; fenced code is one paragraph, never a heading."""
+    title = _Title(name)
+    return ParsedDocument("markdown", _markdown_blocks(iter_lines(text), title), title)
+
+
+def _front_matter(lines: Iterator[str], title: _Title) -> Iterator[str]:
+    """The lines after YAML front matter (its ``title:`` is kept); all lines if there is none."""
+    first = next(lines, None)
+    if first is None:
+        return
+    if first.strip() != "---":
+        yield first
+        yield from lines
+        return
+    held = [first]
+    for line in lines:
+        if line.strip() in ("---", "..."):
+            found = _FRONT_TITLE.search("\n".join(held[1:]))
+            if found:
+                title.found = found.group(1).strip("'\"")
+            yield from lines
+            return
+        held.append(line)
+    # Never closed: not front matter after all, just text.
+    yield from held
+
+
+def _markdown_blocks(lines: Iterator[str], title: _Title) -> Iterator[Block]:
     sections = _Sections()
-    title: str | None = None
-    lines = text.split("\n")
-    start = 0
-    if lines and lines[0].strip() == "---":
-        # YAML front matter: only its title is of use.
-        for end in range(1, len(lines)):
-            if lines[end].strip() in ("---", "..."):
-                found = _FRONT_TITLE.search("\n".join(lines[1:end]))
-                if found:
-                    title = found.group(1).strip("'\"")
-                start = end + 1
-                break
     fence: str | None = None
-    for line in lines[start:]:
+    for line in _front_matter(lines, title):
         if fence is not None:
             sections.lines.append(line)
             if line.strip().startswith(fence):
@@ -253,19 +340,26 @@ def parse_markdown(text: str, *, name: str) -> ParsedDocument:
         atx = _ATX.match(line)
         if atx:
             sections.heading(len(atx.group(1)), atx.group(2) or "")
-            continue
-        underline = _SETEXT.match(line)
-        if underline and len(sections.lines) == 1 and sections.lines[0].strip():
+        elif (
+            (underline := _SETEXT.match(line))
+            and len(sections.lines) == 1
+            and sections.lines[0].strip()
+        ):
             level = 1 if underline.group(1).startswith("=") else 2
-            heading = sections.lines.pop()
-            sections.heading(level, heading)
-            continue
-        if not line.strip():
+            sections.heading(level, sections.lines.pop())
+        elif not line.strip():
             sections.flush()
+        else:
+            sections.lines.append(line)
             continue
-        sections.lines.append(line)
+        # A heading or a blank line completes the paragraph before it.
+        yield from sections.drain()
+        if title.found is None and sections.first_top is not None:
+            title.found = sections.first_top
     sections.flush()
-    return ParsedDocument(title or sections.first_top or name, "markdown", sections.blocks)
+    yield from sections.drain()
+    if title.found is None:
+        title.found = sections.first_top
 
 
 # --------------------------------------------------------------------------- reStructuredText
@@ -279,25 +373,42 @@ def parse_rst(text: str, *, name: str) -> ParsedDocument:
     As in docutils, the level of a title style is the order in which the style
     first appears in the document.
     """
+    title = _Title(name)
+    return ParsedDocument("rst", _rst_blocks(iter_lines(text), title), title)
+
+
+def _rst_blocks(lines: Iterator[str], title: _Title) -> Iterator[Block]:
     sections = _Sections()
     styles: list[tuple[str, bool]] = []
-    lines = text.split("\n")
-    i = 0
+    # Three lines of lookahead: an overlined title is adornment, text, adornment.
+    window: deque[str] = deque()
 
     def level_of(style: tuple[str, bool]) -> int:
         if style not in styles:
             styles.append(style)
         return styles.index(style) + 1
 
-    while i < len(lines):
-        line = lines[i]
-        nxt = lines[i + 1] if i + 1 < len(lines) else ""
+    def advance(count: int) -> None:
+        for _ in range(count):
+            window.popleft()
+
+    while True:
+        while len(window) < 3:
+            line = next(lines, None)
+            if line is None:
+                break
+            window.append(line)
+        if not window:
+            break
+        line = window[0]
+        nxt = window[1] if len(window) > 1 else ""
         over = _RST_ADORNMENT.match(line)
-        if over and i + 2 < len(lines) and not sections.lines:
-            title, under = lines[i + 1], _RST_ADORNMENT.match(lines[i + 2])
-            if title.strip() and under and under.group(1) == over.group(1):
-                sections.heading(level_of((over.group(1), True)), title.strip())
-                i += 3
+        if over and len(window) > 2 and not sections.lines:
+            heading, under = window[1], _RST_ADORNMENT.match(window[2])
+            if heading.strip() and under and under.group(1) == over.group(1):
+                sections.heading(level_of((over.group(1), True)), heading.strip())
+                advance(3)
+                yield from sections.drain()
                 continue
         under = _RST_ADORNMENT.match(nxt)
         if (
@@ -308,16 +419,19 @@ def parse_rst(text: str, *, name: str) -> ParsedDocument:
             and not line.startswith((" ", "\t"))
         ):
             sections.heading(level_of((under.group(1), False)), line.strip())
-            i += 2
+            advance(2)
+            yield from sections.drain()
             continue
         if not line.strip() or (over and not sections.lines):
             # A blank line ends a paragraph; a lone adornment line is a transition.
             sections.flush()
+            yield from sections.drain()
         else:
             sections.lines.append(line)
-        i += 1
+        advance(1)
     sections.flush()
-    return ParsedDocument(sections.first_top or name, "rst", sections.blocks)
+    yield from sections.drain()
+    title.found = sections.first_top
 
 
 # --------------------------------------------------------------------------- HTML
@@ -415,12 +529,25 @@ class _HTMLText(HTMLParser):
 
 def parse_html(text: str, *, name: str) -> ParsedDocument:
     """HTML: text without tags; h1-h6 give the structure, block elements end paragraphs."""
+    title = _Title(name)
+    return ParsedDocument("html", _html_blocks(text, title), title)
+
+
+def _html_blocks(text: str, title: _Title) -> Iterator[Block]:
     parser = _HTMLText()
-    parser.feed(text)
+    # Fed a line at a time (the parser keeps an unfinished tag for the next feed), so
+    # the paragraphs are handed on as they are found.
+    lines = iter_lines(text)
+    line = next(lines)
+    for following in lines:
+        parser.feed(line + "\n")
+        yield from parser.sections.drain()
+        line = following
+    parser.feed(line)
     parser.close()
-    title = " ".join("".join(parser.title_parts).split())
-    sections = parser.sections
-    return ParsedDocument(title or sections.first_top or name, "html", sections.blocks)
+    yield from parser.sections.drain()
+    found = " ".join("".join(parser.title_parts).split())
+    title.found = found or parser.sections.first_top
 
 
 # --------------------------------------------------------------------------- PDF
@@ -428,6 +555,8 @@ def parse_html(text: str, *, name: str) -> ParsedDocument:
 
 def parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
     """PDF through pypdf: each page's text, under the heading "Page N".
+
+    Read eagerly, page by page, so a damaged file fails before anything is stored.
 
     Raises:
         IngestError: the file is not a readable PDF, is encrypted, or has no text.
@@ -453,7 +582,7 @@ def parse_pdf(data: bytes, *, name: str) -> ParsedDocument:
         raise IngestError(f"not a readable PDF ({type(exc).__name__}: {exc})") from None
     if not blocks:
         raise IngestError("no text found in the PDF (a scanned PDF needs OCR first)")
-    return ParsedDocument(str(meta_title).strip() or name, "pdf", blocks)
+    return ParsedDocument("pdf", iter(blocks), _Title(name, str(meta_title).strip() or None))
 
 
 # --------------------------------------------------------------------------- chunking

@@ -8,10 +8,8 @@ from worker threads one at a time. The tables come from the store's migration
 from __future__ import annotations
 
 import hashlib
-import heapq
 import json
 import math
-import operator
 import re
 import sqlite3
 import sys
@@ -22,6 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+import numpy as np
 from sqlite_utils import Database
 
 from chatcore.errors import ChatcoreError
@@ -30,7 +29,9 @@ from chatcore.messages import new_id
 from ._ingest import FORMATS, ChunkDraft, IngestError, chunk_blocks, parse_bytes
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Sequence
+    from collections.abc import Iterable, Sequence
+
+    from numpy.typing import NDArray
 
 __all__ = [
     "INDEX_VERSION",
@@ -172,8 +173,13 @@ def decode_vector(blob: bytes) -> array[float]:
     return values
 
 
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    return float(sum(map(operator.mul, a, b)))
+@dataclass(frozen=True, slots=True)
+class _Vectors:
+    """Every stored vector of one model and width, as one matrix (a row per chunk id)."""
+
+    generation: object
+    ids: NDArray[np.int64]
+    matrix: NDArray[np.float32]
 
 
 def _now() -> str:
@@ -194,13 +200,20 @@ class RagIndex:
         conn.execute("PRAGMA foreign_keys = ON")
         self._conn = conn
         self.db = Database(conn, execute_plugins=False)
-        missing = {"documents", "chunks", "chunks_fts"} - set(self.db.table_names())
+        tables = set(self.db.table_names())
+        missing = {"documents", "chunks", "chunks_fts"} - tables
         if missing:
             conn.close()
             raise RagError(
                 f"{self.path}: no RAG tables ({', '.join(sorted(missing))}); "
                 "open it with chatcore first so its migrations run"
             )
+        # A database from before the generation counter: changes are noticed through
+        # data_version (other connections) and _writes (this one) instead, less precisely.
+        self._has_generation = "rag_state" in tables
+        self._writes = 0
+        self._vectors: _Vectors | None = None
+        self._vectors_key: tuple[str, int] | None = None
 
     def close(self) -> None:
         with self._lock:
@@ -225,8 +238,13 @@ class RagIndex:
 
         A changed file's chunks are replaced in one transaction.
 
+        The file's text is held once; its chunks are cut lazily and inserted in
+        batches inside the transaction, so a large file never exists as a list of
+        chunks.
+
         Raises:
-            IngestError: the file is unreadable, binary, undecodable or a corrupt PDF.
+            IngestError: the file is unreadable or a corrupt PDF; ``NotText`` (a
+                subclass) when it is binary or not UTF-8.
         """
         resolved = Path(path).resolve()
         fmt = FORMATS.get(resolved.suffix.lower())
@@ -251,7 +269,11 @@ class RagIndex:
             if old_sha == sha256 and json.loads(old_meta) == metadata:
                 rows = self._rows("SELECT COUNT(*) FROM chunks WHERE document_id = ?", [doc_id])
                 return IngestOutcome(resolved, "unchanged", doc_id, int(rows[0][0]))
+        size = len(data)
+        # Decoded eagerly, so a binary or undecodable file fails before any write, and
+        # the bytes can go: from here on only the text is held.
         parsed = parse_bytes(data, format=fmt, name=resolved.name)
+        del data
         drafts = chunk_blocks(parsed.blocks, chunk_chars=chunk_chars, overlap_chars=overlap_chars)
         with self._lock, self._transaction():
             conn = self._conn
@@ -259,9 +281,9 @@ class RagIndex:
                 doc_id = existing[0][0]
                 conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc_id])
                 conn.execute(
-                    "UPDATE documents SET title = ?, sha256 = ?, size = ?, added_at = ?, "
-                    "metadata = ? WHERE id = ?",
-                    [parsed.title, sha256, len(data), _now(), json.dumps(metadata), doc_id],
+                    "UPDATE documents SET sha256 = ?, size = ?, added_at = ?, metadata = ? "
+                    "WHERE id = ?",
+                    [sha256, size, _now(), json.dumps(metadata), doc_id],
                 )
             else:
                 doc_id = new_id()
@@ -273,12 +295,15 @@ class RagIndex:
                         str(resolved),
                         parsed.title,
                         sha256,
-                        len(data),
+                        size,
                         _now(),
                         json.dumps(metadata),
                     ],
                 )
+            self._writes += 1
             count = self._insert_chunks(doc_id, drafts)
+            # The title is final only once every block was read (a first heading may be late).
+            conn.execute("UPDATE documents SET title = ? WHERE id = ?", [parsed.title, doc_id])
         return IngestOutcome(resolved, "updated" if existing else "added", doc_id, count)
 
     def _insert_chunks(self, document_id: str, drafts: Iterable[ChunkDraft]) -> int:
@@ -305,6 +330,7 @@ class RagIndex:
         matches = self._match(key)
         if matches:
             with self._lock, self._transaction():
+                self._writes += 1
                 for doc in matches:
                     self._conn.execute("DELETE FROM chunks WHERE document_id = ?", [doc.id])
                     self._conn.execute("DELETE FROM documents WHERE id = ?", [doc.id])
@@ -349,6 +375,7 @@ class RagIndex:
         """Store one vector per chunk id (normalised float32); returns how many were stored."""
         rows = [(encode_vector(vector), model, chunk_id) for chunk_id, vector in vectors]
         with self._lock, self._transaction():
+            self._writes += 1
             self._conn.executemany(
                 "UPDATE chunks SET embedding = ?, embed_model = ? WHERE id = ?", rows
             )
@@ -379,10 +406,14 @@ class RagIndex:
         match = fts_query(query)
         if match is None or limit <= 0:
             return []
+        # Rank inside FTS5 first and join only the top rows: joining every match
+        # before the sort costs a lookup per matching chunk.
         rows = self._rows(
-            f"SELECT {_HIT_COLUMNS}, -bm25(chunks_fts) AS score FROM chunks_fts "
-            "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.id = c.document_id "
-            "WHERE chunks_fts MATCH ? ORDER BY bm25(chunks_fts) LIMIT ?",
+            f"SELECT {_HIT_COLUMNS}, -top.rank_score AS score FROM ("
+            "SELECT rowid, bm25(chunks_fts) AS rank_score FROM chunks_fts "
+            "WHERE chunks_fts MATCH ? ORDER BY rank_score LIMIT ?) AS top "
+            "JOIN chunks c ON c.id = top.rowid JOIN documents d ON d.id = c.document_id "
+            "ORDER BY top.rank_score",
             [match, limit],
         )
         return [hit for hit in map(_hit, rows) if hit.score > min_score]
@@ -390,33 +421,73 @@ class RagIndex:
     def search_vector(
         self, vector: Sequence[float], *, model: str, limit: int, min_similarity: float = 0.0
     ) -> list[Hit]:
-        """Chunks embedded by ``model`` with cosine above ``min_similarity``, most similar first."""
-        if limit <= 0:
-            return []
-        query = decode_vector(encode_vector(vector))
-        scored = heapq.nlargest(
-            limit,
-            (
-                (similarity, chunk_id)
-                for chunk_id, similarity in self._similarities(query, model)
-                if similarity > min_similarity
-            ),
-        )
-        found = self.hits_by_id([chunk_id for _, chunk_id in scored])
-        return [_with_score(found[chunk_id], sim) for sim, chunk_id in scored if chunk_id in found]
+        """Chunks embedded by ``model`` with cosine above ``min_similarity``, most similar first.
 
-    def _similarities(self, query: array[float], model: str) -> Iterator[tuple[int, float]]:
-        width = len(query) * query.itemsize
-        # Rows stream from the cursor: the vectors are never all in memory at once.
+        One matrix-vector product over the cached vectors; ties go to the higher chunk id.
+        """
+        if limit <= 0 or not len(vector):
+            return []
+        query = np.frombuffer(encode_vector(vector), dtype="<f4")
         with self._lock:
-            cursor = self._conn.execute(
-                "SELECT id, embedding FROM chunks WHERE embed_model = ? AND embedding IS NOT NULL",
-                [model],
-            )
-            for chunk_id, blob in cursor:
-                # A vector of another size comes from another model setup: not comparable.
-                if len(blob) == width:
-                    yield chunk_id, _dot(query, decode_vector(blob))
+            vectors = self._current_vectors(model, len(query))
+        if not len(vectors.ids):
+            return []
+        similarities = vectors.matrix @ query
+        count = len(similarities)
+        # Everything at least as similar as the limit-th best: ties at the cut are all
+        # kept, so which of them win is decided by the sort below, not by chance.
+        cut = np.partition(similarities, count - limit)[count - limit] if limit < count else -2.0
+        top = np.flatnonzero((similarities >= cut) & (similarities > min_similarity))
+        # lexsort: the last key is the primary one.
+        top = top[np.lexsort((-vectors.ids[top], -similarities[top]))][:limit]
+        ranked = [(int(vectors.ids[i]), float(similarities[i])) for i in top]
+        found = self.hits_by_id([chunk_id for chunk_id, _ in ranked])
+        return [_with_score(found[chunk_id], sim) for chunk_id, sim in ranked if chunk_id in found]
+
+    def _generation(self) -> object:
+        """A value that changes whenever chunks or vectors change, whoever wrote them."""
+        if self._has_generation:
+            row = self._conn.execute(
+                "SELECT value FROM rag_state WHERE key = 'generation'"
+            ).fetchone()
+            return int(row[0]) if row else None
+        (data_version,) = self._conn.execute("PRAGMA data_version").fetchone()
+        return (int(data_version), self._writes)
+
+    def _current_vectors(self, model: str, dims: int) -> _Vectors:
+        """The cached matrix for ``model`` and ``dims``, reloaded only when the index changed.
+
+        Call with ``self._lock`` held. Vectors of another width come from another
+        model setup and are not comparable: they are left out.
+        """
+        key = (model, dims)
+        cached = self._vectors
+        if (
+            cached is not None
+            and self._vectors_key == key
+            and cached.generation == self._generation()
+        ):
+            return cached
+        self._conn.execute("BEGIN")  # one snapshot: the generation and the rows agree
+        try:
+            generation = self._generation()
+            rows = self._conn.execute(
+                "SELECT id, embedding FROM chunks WHERE embed_model = ? "
+                "AND length(embedding) = ? ORDER BY id",
+                [model, dims * 4],
+            ).fetchall()
+        finally:
+            self._conn.execute("COMMIT")
+        ids = np.fromiter((row[0] for row in rows), dtype=np.int64, count=len(rows))
+        matrix = np.frombuffer(b"".join(row[1] for row in rows), dtype="<f4")
+        del rows
+        loaded = _Vectors(
+            generation,
+            ids,
+            matrix.reshape(len(ids), dims).astype(np.float32, copy=False),
+        )
+        self._vectors, self._vectors_key = loaded, key
+        return loaded
 
     def hits_by_id(self, chunk_ids: Sequence[int]) -> dict[int, Hit]:
         """The chunks of these ids (score 0), keyed by id."""

@@ -379,6 +379,7 @@ class Memory(BaseFeatureExtension):
         plugin_type=PluginType.FEATURE_EXTENSION,
         description="History within a token budget, running summary, long-term memory",
         tags=("memory", "context"),
+        permissions=("store",),
     )
     settings_model: ClassVar[type[BaseModel]] = MemorySettings
     settings: MemorySettings

@@ -33,6 +33,7 @@ from ._ingest import (
     DEFAULT_OVERLAP_CHARS,
     HEADING_SEPARATOR,
     IngestError,
+    NotText,
     discover,
 )
 from ._rag_index import RRF_K, Hit, IngestOutcome, RagError, RagIndex
@@ -55,7 +56,6 @@ __all__ = [
     "add_passages",
     "citation",
     "embed_missing",
-    "format_citations",
     "resolve_embedder",
     "retrieve",
 ]
@@ -239,29 +239,22 @@ def add_passages(context: ChatContext, hits: Sequence[Hit]) -> ChatContext:
     return context.replace(system=system).with_metadata(**{REPLY_METADATA: reply_metadata})
 
 
-def format_citations(citations: Iterable[Mapping[str, Any]]) -> list[str]:
-    """Lines to print under an answer: ``  [1] document > heading (chunk 3, score 0.42)``."""
-    lines = []
-    for number, cited in enumerate(citations, start=1):
-        where = str(cited.get("document", "?"))
-        if cited.get("heading"):
-            where += f"{HEADING_SEPARATOR}{cited['heading']}"
-        score = cited.get("score")
-        score_text = f"{score:.2f}" if isinstance(score, int | float) else "?"
-        lines.append(f"  [{number}] {where} (chunk {cited.get('chunk', '?')}, score {score_text})")
-    return lines
-
-
 # --------------------------------------------------------------------------- adding documents
 
 
 @dataclass(slots=True)
 class AddReport:
-    """What ``rag add`` did to each file."""
+    """What ``rag add`` did to each file.
+
+    ``skipped`` counts unsupported files and, with a reason in ``warnings``, text
+    files that turned out binary or not UTF-8; ``failed`` are files that should
+    have been readable and were not (missing, unreadable, a damaged PDF).
+    """
 
     outcomes: list[IngestOutcome] = field(default_factory=list)
     skipped: list[Path] = field(default_factory=list)
     failed: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[tuple[Path, str]] = field(default_factory=list)
     embedded: int = 0
     embed_error: str | None = None
 
@@ -290,6 +283,7 @@ class AddReport:
             "unchanged": self.count("unchanged"),
             "skipped": len(self.skipped),
             "failed": [{"path": str(path), "error": error} for path, error in self.failed],
+            "warnings": [{"path": str(path), "warning": why} for path, why in self.warnings],
             "embedded": self.embedded,
             "embed_error": self.embed_error,
             "documents": [
@@ -308,7 +302,11 @@ async def add_files(
     report: AddReport | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> AddReport:
-    """Ingest each file (blocking work in a worker thread); a bad file is noted, not fatal."""
+    """Ingest each file (blocking work in a worker thread); a bad file is noted, not fatal.
+
+    A binary or undecodable file is skipped with a warning; other unreadable
+    files (a damaged PDF, an I/O error) are failures.
+    """
     report = report if report is not None else AddReport()
     for path in files:
         ingest = functools.partial(
@@ -320,6 +318,9 @@ async def add_files(
         )
         try:
             report.outcomes.append(await trio.to_thread.run_sync(ingest))
+        except NotText as exc:
+            report.skipped.append(path)
+            report.warnings.append((path, str(exc)))
         except IngestError as exc:
             report.failed.append((path, str(exc)))
         if progress is not None:
@@ -364,6 +365,7 @@ class Rag(BaseFeatureExtension):
         plugin_type=PluginType.FEATURE_EXTENSION,
         description="Answers from your documents: retrieved passages with citations",
         tags=("rag", "retrieval"),
+        permissions=("store",),
     )
     settings_model: ClassVar[type[BaseModel] | None] = RagSettings
     settings: RagSettings
@@ -538,8 +540,9 @@ def rag_cli() -> None:
 def rag_add(paths: tuple[Path, ...], force: bool, config_path: Path | None, as_json: bool) -> None:
     """Add files and folders (recursively): .md .txt .rst .html .pdf.
 
-    Unchanged files are left alone, changed ones replaced. Exits 1 when a file
-    could not be read (the others are still added).
+    Unchanged files are left alone, changed ones replaced. A binary or non-UTF-8
+    file is skipped with a warning. Exits 1 when a file could not be read (a
+    damaged PDF, a missing path); the others are still added.
     """
     config, settings = _config(config_path)
     found = discover(paths)
@@ -566,6 +569,8 @@ def rag_add(paths: tuple[Path, ...], force: bool, config_path: Path | None, as_j
         return report
 
     report: AddReport = run_guarded(lambda: trio.run(main))
+    for path, why in report.warnings:
+        click.echo(f"warning: {path}: {why}; skipped", err=True)
     for path, error in report.failed:
         click.echo(f"error: {path}: {error}", err=True)
     if as_json:

@@ -16,7 +16,9 @@ from test_rag_index import SYNONYM_DOCS
 from test_rag_ingest import make_pdf
 
 from chatcore.cli import cli
-from features.rag import format_citations
+from chatcore.messages import citation_lines
+from features._rag_index import Hit
+from features.rag import add_passages
 
 DOCS = Path(__file__).parent / "rag_docs"
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
@@ -56,7 +58,39 @@ def test_add_reports_progress_and_a_summary_and_readding_is_a_no_op(docs: Path) 
     assert [Path(h["document"]).name for h in run_json("rag", "search", "shipping")] == ["faq.txt"]
 
 
-def test_a_corrupt_file_is_named_the_others_are_added_and_the_exit_code_is_1(
+def test_binary_and_undecodable_files_are_skipped_with_a_warning_naming_them(
+    docs: Path,
+) -> None:
+    (docs / "image.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    (docs / "latin1.md").write_bytes("caf\xe9 cr\xe8me".encode("latin-1"))
+    result = run("rag", "add", str(docs))
+    assert result.exit_code == 0
+    warnings = [line for line in result.stderr.splitlines() if line.startswith("warning:")]
+    assert warnings == [
+        f"warning: {docs / 'image.txt'}: binary file, not text (it contains NUL bytes); skipped",
+        f"warning: {docs / 'latin1.md'}: not UTF-8 text (byte 0xe9 at offset 3); "
+        "convert it to UTF-8 first; skipped",
+    ]
+    assert "error:" not in result.stderr
+    assert result.stdout == "added 5, updated 0, unchanged 0, skipped 3\n"
+    assert sorted(Path(d["path"]).name for d in run_json("rag", "list")) == [
+        "config.rst",
+        "faq.txt",
+        "install.md",
+        "solar.html",
+        "tortoise.md",
+    ]
+    report = run_json("rag", "add", str(docs / "latin1.md"))
+    assert report["warnings"] == [
+        {
+            "path": str(docs / "latin1.md"),
+            "warning": "not UTF-8 text (byte 0xe9 at offset 3); convert it to UTF-8 first",
+        }
+    ]
+    assert (report["skipped"], report["failed"]) == (1, [])
+
+
+def test_a_corrupt_pdf_is_a_named_error_the_others_are_added_and_the_exit_code_is_1(
     docs: Path,
 ) -> None:
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf\n")
@@ -243,16 +277,20 @@ def test_the_installed_command_adds_and_searches(docs: Path) -> None:
     assert json.loads(found.stdout)[0]["document"] == str(docs / "install.md")
 
 
-def test_format_citations_gives_the_lines_printed_under_an_answer() -> None:
-    cited = [
-        {"document": "/d/install.md", "heading": "Install > Linux", "chunk": 3, "score": 0.4213},
-        {"document": "/d/faq.txt", "chunk": 0, "score": 2},
+def test_citations_the_feature_attaches_print_with_the_one_shared_formatter() -> None:
+    from chatcore import ChatContext, Message, Role
+    from chatcore.messages import REPLY_METADATA
+
+    hits = [
+        Hit(1, "d1", "/d/install.md", "Guide", 3, "Install > Linux", "apt-get it", 0.4213),
+        Hit(2, "d2", "/d/faq.txt", "faq.txt", 0, "", "Refunds in 30 days.", 2),
     ]
-    assert format_citations(cited) == [
-        "  [1] /d/install.md > Install > Linux (chunk 3, score 0.42)",
-        "  [2] /d/faq.txt (chunk 0, score 2.00)",
+    context = ChatContext("c1", messages=(Message(role=Role.USER, content="install?"),))
+    cited = add_passages(context, hits).metadata[REPLY_METADATA]["citations"]
+    assert citation_lines(cited) == [
+        "[1] /d/install.md > Install > Linux (chunk 3, score 0.42)",
+        "[2] /d/faq.txt (chunk 0, score 2.00)",
     ]
-    assert format_citations([]) == []
 
 
 def test_adding_an_empty_folder_adds_nothing(tmp_path: Path) -> None:

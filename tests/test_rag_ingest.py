@@ -108,12 +108,21 @@ def test_markdown_fenced_code_is_never_a_heading_and_setext_headings_are() -> No
         "Top\n===\n\nintro\n\n```sh\n# a comment, not a heading\n\necho hi\n```\n\nSub\n---\n\nend"
     )
     parsed = parse_markdown(text, name="x.md")
-    assert parsed.title == "Top"
     assert [(b.headings, b.text) for b in parsed.blocks] == [
         (("Top",), "intro"),
         (("Top",), "```sh\n# a comment, not a heading\n\necho hi\n```"),
         (("Top", "Sub"), "end"),
     ]
+    assert parsed.title == "Top"  # final once the blocks were read
+
+
+def test_a_late_first_heading_still_titles_the_stored_document(
+    index: RagIndex, tmp_path: Path
+) -> None:
+    path = tmp_path / "late.md"
+    path.write_text("Some preamble.\n\n# The Real Title\n\nBody text.\n")
+    add(index, path)
+    assert [d.title for d in index.list_documents()] == ["The Real Title"]
 
 
 def test_rst_titles_nest_by_the_order_their_styles_appear(index: RagIndex) -> None:
@@ -337,3 +346,42 @@ def test_a_long_section_splits_with_overlap_and_keeps_its_heading() -> None:
 def test_chunk_settings_are_checked() -> None:
     with pytest.raises(ValueError, match="overlap_chars must be between 0 and half"):
         list(chunk_blocks([Block((), "text")], chunk_chars=100, overlap_chars=60))
+
+
+# --------------------------------------------------------------------------- a large file
+
+BIG_FILE_BYTES = 50_000_000
+PEAK_LIMIT = 2.5
+"""Peak Python memory while ingesting, as a multiple of the file's size: the bytes and
+the decoded text (2x) with room to spare. Lists of lines, paragraphs or chunks would
+each add about another 1x (the old reader peaked at about 3.5x)."""
+
+
+@pytest.mark.slow
+def test_a_50_mb_file_is_chunked_without_holding_its_chunks(
+    index: RagIndex, tmp_path: Path
+) -> None:
+    import tracemalloc
+
+    path = tmp_path / "big.md"
+    words = ["solar", "panel", "tortoise", "widget", "harvest", "barley", "linux", "refund"]
+    body = " ".join(itertools.islice(itertools.cycle(words), 90))
+    with path.open("w", encoding="utf-8") as out:
+        section = 0
+        while out.tell() < BIG_FILE_BYTES:
+            out.write(f"## Section {section}\n\n{body} {section}.\n\n{body}.\n\n")
+            section += 1
+    size = path.stat().st_size
+    tracemalloc.start()
+    try:
+        outcome = add(index, path)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert outcome.status == "added"
+    # Each paragraph is ~600 characters: two do not fit one 1,200-character chunk.
+    assert outcome.chunks == 2 * section
+    print(f"peak {peak / size:.2f}x of {size / 1e6:.0f} MB")
+    assert peak < PEAK_LIMIT * size, f"peak {peak / size:.2f}x the file size"
+    last = index.search_bm25(f"{section - 1}", limit=1)
+    assert last[0].heading == f"Section {section - 1}"

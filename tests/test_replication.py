@@ -6,6 +6,7 @@ import json
 import logging
 import random
 import shutil
+import sqlite3
 import threading
 from collections import Counter
 from pathlib import Path
@@ -192,20 +193,20 @@ class FlappingStore(Store):
         if wait:
             killer.join()
 
-    def outbox_pending(self, limit: int) -> list[Any]:
-        entries = super().outbox_pending(limit)
-        if limit > 1 and entries:
+    def outbox_rows(self, limit: int, *, after: int = 0) -> list[tuple[int, str]]:
+        rows = super().outbox_rows(limit, after=after)
+        if limit > 1 and rows:
             self.batches += 1
             if self.batches in self.kill_at:
                 self._kill(wait=False)
-        return entries
+        return rows
 
-    def outbox_ack(self, ids: Any) -> None:
+    def outbox_ack_range(self, first: int, last: int) -> int:
         self.acks += 1
         if self.acks in self.lose_ack_at:
             self._kill(wait=True)
             raise StoreError("simulated: the process died before deleting the sent rows")
-        super().outbox_ack(ids)
+        return super().outbox_ack_range(first, last)
 
 
 async def test_flapping_redis_loses_nothing_and_duplicates_nothing(
@@ -352,6 +353,127 @@ async def test_a_running_engine_pulls_other_devices_changes_on_its_interval(
         meta = client.hgetall("chatcore:{conv:from-a}:meta")
         assert "deleted_at" in meta
         assert client.hlen("chatcore:{conv:from-a}:msgs") == 0
+
+
+async def test_the_stored_json_reaches_redis_unchanged(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # The script takes the message JSON out of the change's text, never re-encoding it:
+    # escapes, non-ASCII, floats and empty arrays arrive exactly as the store wrote them.
+    cid = 'odd "conv" \\ ü'
+    tricky = Message.user(
+        'quote " backslash \\ "data":{"id":"x"}} tab\t newline\n ünï 😀',
+        metadata={"score": 0.1, "tags": [], "nested": {"empty": {}, "big": 2**60}},
+    )
+    with Store(tmp_path / "j.db", outbox=True) as store:
+        store.write_turns([TurnRecord(cid, (tricky, Message.assistant("}}")), system='s "x"')])
+        stored = [text for _, text in store.outbox_rows(100)]
+        replicator = Replicator(store, settings_for(redis_server.url, batch_size=2))
+        assert await replicator.push_once() == 3
+        replicator.close()
+    with redis_server.client() as client:
+        stream = [(f["device"], f["change"]) for _, f in client.xrange("chatcore:changes")]
+        messages = client.hgetall(f"chatcore:{{conv:{cid}}}:msgs")
+        meta = client.hgetall(f"chatcore:{{conv:{cid}}}:meta")
+    assert [text for _, text in stream] == stored
+    for text in stored[1:]:
+        change = json.loads(text)
+        assert messages[change["data"]["id"]] == json.dumps(
+            change["data"], ensure_ascii=False, separators=(",", ":")
+        )
+    assert json.loads(messages[tricky.id])["content"] == tricky.content
+    assert json.loads(messages[tricky.id])["metadata"] == dict(tricky.metadata)
+    conversation = json.loads(stored[0])
+    assert meta["system"] == 's "x"' and meta["backend"] == "" and meta["metadata"] == "{}"
+    assert (meta["hlc"], meta["device"]) == (conversation["hlc"], conversation["device_id"])
+
+
+@pytest.mark.parametrize(
+    ("bad_text", "reason"),
+    [
+        # Passed on as text: the apply script finds the bad stamp, before writing anything.
+        (
+            '{"kind":"message","conversation_id":"c","hlc":"yesterday","device_id":"d",'
+            '"data":{"id":"m1"}}',
+            "hlc: expected <13 digits>.<5 digits>.<device id>",
+        ),
+        # Not a message: parsed here, and refused before it is sent.
+        ("{", "not JSON"),
+    ],
+)
+async def test_a_malformed_outbox_row_is_named_and_the_rows_before_it_are_delivered(
+    tmp_path: Path, redis_server: RedisServer, bad_text: str, reason: str
+) -> None:
+    seed_store(tmp_path / "m.db", conversations=1, turns=10)  # 21 rows
+    with Store(tmp_path / "m.db", outbox=True) as store:
+        rows = store.outbox_rows(100)
+        bad_id = rows[12][0]  # in the third batch of 5
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("UPDATE outbox SET change = ? WHERE id = ?", [bad_text, bad_id])
+        replicator = Replicator(store, settings_for(redis_server.url, batch_size=5))
+        with pytest.raises(StoreError, match=rf"outbox row {bad_id}: malformed change: {reason}"):
+            await replicator.push_once()
+        # The two batches Redis acknowledged left the outbox; nothing of the bad one is sent.
+        assert [row_id for row_id, _ in store.outbox_rows(100)] == [r[0] for r in rows[10:]]
+        assert len(redis_messages(redis_server)) == 10 - 1  # 10 rows: 1 conversation, 9 msgs
+        assert len(stream_changes(redis_server)) == 10
+        # A local problem: Redis is not blamed for it.
+        assert replicator.state is not ConnectivityState.DEGRADED
+        assert replicator.status().last_error is None
+
+        with sqlite3.connect(store.path) as conn:
+            conn.execute("DELETE FROM outbox WHERE id = ?", [bad_id])
+        assert await replicator.push_once() == 10
+        assert store.outbox_depth() == 0
+        replicator.close()
+    assert len(redis_messages(redis_server)) == 19
+
+
+class BusyStore(Store):
+    """Writes turns and deletes a conversation while a drain is reading its batches."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, outbox=True)
+        self.reads = 0
+
+    def outbox_rows(self, limit: int, *, after: int = 0) -> list[tuple[int, str]]:
+        rows = super().outbox_rows(limit, after=after)
+        if limit > 1:
+            self.reads += 1
+            if self.reads <= 3:
+                turn = (Message.user(f"late {self.reads}"), Message.assistant("ok"))
+                self.write_turns([TurnRecord(f"conv-00{self.reads}", turn)])
+            if self.reads == 2:
+                # Its rows are being sent and read right now: the tombstone must still win.
+                assert self.delete_conversation("conv-000")
+        return rows
+
+
+async def test_rows_written_and_deleted_during_a_drain_are_neither_lost_nor_dropped(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    seed_store(tmp_path / "busy.db", conversations=4, turns=5)
+    store = BusyStore(tmp_path / "busy.db")
+    try:
+        replicator = Replicator(store, settings_for(redis_server.url, batch_size=6))
+        await replicator.push_once()
+        await replicator.push_once()  # what arrived after the last read of the first push
+        replicator.close()
+        assert store.outbox_depth() == 0
+        local = {
+            m.id: m.content
+            for cid in ("conv-000", "conv-001", "conv-002", "conv-003")
+            for m in store.get_messages(cid)
+        }
+    finally:
+        store.close()
+    sent = redis_messages(redis_server)
+    assert {mid: m["content"] for mid, m in sent.items()} == local
+    with redis_server.client() as client:
+        assert client.hexists("chatcore:{conv:conv-000}:meta", "deleted_hlc")
+        assert client.hlen("chatcore:{conv:conv-000}:msgs") == 0
+    assert len(local) == 3 * 10 + 3 * 2  # three live conversations, plus three late turns
+    assert sum(content.startswith("late") for content in local.values()) == 3
 
 
 # --- states, backoff, hooks ---------------------------------------------------------------------

@@ -267,6 +267,54 @@ def test_ack_deletes_rows_in_one_go(store: Store) -> None:
         store.outbox_pending(0)
 
 
+def test_outbox_rows_are_the_stored_text_in_id_order(store: Store) -> None:
+    for i in range(4):
+        store.write_turns([turn(f"c{i}", user='say "hi" \\ ünïcode')])
+    pending = store.outbox_pending(100)
+    rows = store.outbox_rows(100)
+    assert [row_id for row_id, _ in rows] == [e.id for e in pending]
+    # The text as stored: what Change.to_json writes, so Redis gets the same bytes.
+    assert [text for _, text in rows] == [e.change.to_json() for e in pending]
+    assert store.outbox_rows(5) == rows[:5]
+    assert store.outbox_rows(5, after=rows[4][0]) == rows[5:10]
+    assert store.outbox_rows(100, after=rows[-1][0]) == []
+    with pytest.raises(ValueError, match="at least 1, got 0"):
+        store.outbox_rows(0)
+
+
+def test_outbox_ack_range_deletes_exactly_the_batch_read(store: Store) -> None:
+    store.write_turns([turn("a"), turn("b")])
+    batch = store.outbox_rows(4)
+    # Written while the batch is "in flight": new ids are above it, never inside.
+    store.write_turns([turn("c")])
+    assert store.delete_conversation("b")  # drops b's queued rows, queues a tombstone
+    after = store.outbox_rows(100)
+    assert store.outbox_ack_range(batch[0][0], batch[-1][0]) == 3  # b's row went already
+    left = store.outbox_rows(100)
+    assert left == [row for row in after if row[0] > batch[-1][0]]
+    kinds = [json.loads(text)["kind"] for _, text in left]
+    assert kinds == ["conversation", "message", "message", "tombstone"]
+    assert store.outbox_ack_range(batch[0][0], batch[-1][0]) == 0  # again: nothing
+    with pytest.raises(ValueError, match="upwards"):
+        store.outbox_ack_range(5, 4)
+
+
+def test_pii_mappings_are_read_only_from_messages_that_have_them(store: Store) -> None:
+    first = Message.user("Bob here", created_at=at(1), metadata={"pii": {"<N_1>": "Bob"}})
+    later = Message.user("Ann too", created_at=at(3), metadata={"pii": {"<N_1>": "Ann"}})
+    nested = Message.user("no pii", created_at=at(2), metadata={"x": {"pii": {"<A>": "a"}}})
+    store.write_turns([TurnRecord("c", (first, Message.assistant("ok", created_at=at(1.5))))])
+    store.write_turns([TurnRecord("c", (later, nested))])
+    store.write_turns([TurnRecord("d", (Message.user("y", metadata={"pii": "not a mapping"}),))])
+    store.write_turns([TurnRecord("e", (Message.user("x", metadata={"pii": {"<E>": "e@x"}}),))])
+    found = store.pii_mappings(["c", "d", "missing"])
+    assert [(cid, json.loads(text)) for cid, text in found] == [
+        ("c", {"<N_1>": "Bob"}),
+        ("c", {"<N_1>": "Ann"}),
+    ]
+    assert store.pii_mappings([]) == []
+
+
 def test_failed_write_queues_nothing(store: Store) -> None:
     store.write_turns([turn("a")])
     stolen = store.get_messages("a")[0]
