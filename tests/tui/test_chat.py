@@ -680,6 +680,7 @@ async def test_add_documents_to_rag_from_the_chat(data_dir: Path, tmp_path: Path
     docs.mkdir()
     (docs / "guide.md").write_text("# Install\n\nRun make run to start the chat.\n")
     (docs / "notes.txt").write_text("Refunds take five working days.\n")
+    (docs / "photo.txt").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00binary")
     config = config_from(tmp_path, ECHO + '[[plugins]]\nplugin = "rag"\n')
     app = ChatcoreApp(config)
     async with app.run_test() as pilot:
@@ -689,7 +690,8 @@ async def test_add_documents_to_rag_from_the_chat(data_dir: Path, tmp_path: Path
         await pilot.press(*str(docs), "enter")
         await wait_for(lambda: any(n.startswith("RAG: ") for n in notices(app)))
         summary = next(n for n in notices(app) if n.startswith("RAG: "))
-        assert summary == f"RAG: added 2, updated 0, unchanged 0, skipped 0 ({docs})"
+        assert summary.startswith(f"RAG: added 2, updated 0, unchanged 0, skipped 1 ({docs})\n")
+        assert f"skipped {docs / 'photo.txt'}: " in summary
         await pilot.press("ctrl+q")
 
     async def search() -> list[Any]:

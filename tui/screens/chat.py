@@ -419,7 +419,8 @@ class ChatScreen(Screen[None]):
             self.post_message(Notice(f"Adding {path} failed: {exc}"))
             return
         failed = [f"{failed_path}: {why}" for failed_path, why in getattr(report, "failed", [])]
-        lines = [f"RAG: {report.summary()} ({path})", *failed]
+        skipped = [f"skipped {where}: {why}" for where, why in getattr(report, "warnings", [])]
+        lines = [f"RAG: {report.summary()} ({path})", *failed, *skipped]
         if getattr(report, "embed_error", None):
             lines.append(f"Embeddings skipped: {report.embed_error}")
         self.post_message(Notice("\n".join(lines), "warning" if failed else "info"))
