@@ -642,8 +642,7 @@ def m002_rag_and_memory(db: Database) -> None:
         ("update", "UPDATE OF embedding, embed_model, text, heading"),
     ):
         db.conn.execute(
-            f"CREATE TRIGGER chunks_generation_{name} AFTER {event} ON chunks "
-            f"BEGIN {bump}; END"
+            f"CREATE TRIGGER chunks_generation_{name} AFTER {event} ON chunks BEGIN {bump}; END"
         )
     db.table("memories").create(
         {"id": str, "user": str, "content": str, "created_at": str, "metadata": str},
