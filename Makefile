@@ -10,11 +10,18 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck pytest bench clean system-deps
 
-$(STAMP): pyproject.toml
+# The example third-party plugin (tests/example_plugin) is installed like any
+# pip-installed plugin, so the tests find it through its entry point.
+EXAMPLE_PLUGIN := tests/example_plugin
+EXAMPLE_PLUGIN_FILES := $(EXAMPLE_PLUGIN)/pyproject.toml $(wildcard $(EXAMPLE_PLUGIN)/chatcore_example_plugin/*.py)
+
+$(STAMP): pyproject.toml $(EXAMPLE_PLUGIN_FILES)
 	@test -n "$(PYTHON)" || { echo "chatcore needs Python 3.11 or newer; none found (set PYTHON=...)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[test]'
+	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall ./$(EXAMPLE_PLUGIN)
+	rm -rf $(EXAMPLE_PLUGIN)/build $(EXAMPLE_PLUGIN)/*.egg-info
 	touch $(STAMP)
 
 run: $(STAMP)

@@ -498,6 +498,7 @@ async def open_engine(
             backoff_base_s=runtime.restart_backoff_seconds,
             backoff_max_s=runtime.restart_backoff_max_seconds,
         ) as supervisor:
+            manager.supervisor = supervisor  # process-isolated plugins run their children here
             pipeline = Pipeline(
                 manager,
                 hooks,
@@ -520,6 +521,10 @@ async def open_engine(
                 await supervisor.start(jobs)
                 await manager.initialize()
                 await engine._restore_stats()
+                if cfg.dev:
+                    from .plugin_watch import PluginWatcher
+
+                    await supervisor.start(PluginWatcher(manager))
                 await supervisor.start(writer)
                 for stage in reversed(pipeline.stages):
                     await supervisor.start(stage)

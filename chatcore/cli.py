@@ -44,6 +44,7 @@ PLUGIN_JSON_KEYS = (
     "last_error",
     "p50_ms",
     "p95_ms",
+    "process",
 )
 
 config_option = click.option(
@@ -97,6 +98,7 @@ print_json = _print_json
 
 PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
     "memory": ("memory", "Long-term memories the chat remembers about you."),
+    "metrics": ("metrics", "Latency histograms and counters of the metrics middleware."),
     "rag": ("rag", "Documents the chat answers from (RAG): add, search, list, remove."),
 }
 """Subcommands that built-in plugins provide: command → (plugin name, one-line help).
@@ -298,11 +300,17 @@ def _engine_status(config: Config, *, all_backends: bool = False) -> Any:
     return _guarded(lambda: trio.run(main))
 
 
-@cli.command()
+@cli.group(invoke_without_command=True)
 @config_option
 @json_option
-def plugins(config_path: Path | None, as_json: bool) -> None:
-    """List plugins and backends with their state, circuit and call statistics."""
+@click.pass_context
+def plugins(ctx: click.Context, config_path: Path | None, as_json: bool) -> None:
+    """List plugins and backends with their state, circuit and call statistics.
+
+    `chatcore plugins new NAME --type TYPE` writes a new plugin's skeleton.
+    """
+    if ctx.invoked_subcommand is not None:
+        return
     config = _load(config_path)
     status = _engine_status(config)
     rows = [s.as_dict() for s in status.plugins.values()]
@@ -315,6 +323,37 @@ def plugins(config_path: Path | None, as_json: bool) -> None:
         ["name", "type", "state", "priority", "calls", "failures", "timeouts", "circuit"],
         extra="last_error",
     )
+
+
+@plugins.command("new")
+@click.argument("name")
+@click.option(
+    "--type",
+    "plugin_type",
+    type=click.Choice(["processor", "feature", "middleware", "backend"]),
+    default="processor",
+    show_default=True,
+    help="What the plugin is.",
+)
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(),
+    help="Folder to create NAME/ in (default: the current folder).",
+)
+def plugins_new(name: str, plugin_type: str, directory: Path) -> None:
+    """Write a working plugin skeleton in NAME/: module, test, pyproject.toml, README.
+
+    The generated test runs the plugin through a real engine on the echo backend;
+    `pytest NAME` passes as written.
+    """
+    from .scaffold import write_skeleton
+
+    scaffold = _guarded(lambda: write_skeleton(name, plugin_type, directory))
+    for path in scaffold.files:
+        click.echo(f"created {path}")
+    click.echo(f"next: pytest {scaffold.root}   (then edit {scaffold.files[0].name})")
 
 
 @cli.group(invoke_without_command=True)
@@ -717,6 +756,47 @@ def history_delete(conversation_id: str, yes: bool, config_path: Path | None) ->
     finally:
         store.close()
     click.echo(f"deleted {summary.id}  {summary.title}")
+
+
+# --- replay ----------------------------------------------------------------------------------
+
+
+@cli.command()
+@click.argument("conversation_id")
+@click.option(
+    "--config",
+    "other_config",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Config whose pipeline to replay through (default: the usual lookup).",
+)
+@click.option("--backend", default=None, help="Backend to answer with (a [backends.NAME] table).")
+@json_option
+def replay(
+    conversation_id: str, other_config: Path | None, backend: str | None, as_json: bool
+) -> None:
+    """Replay a stored conversation (ID may be a unique prefix) through a pipeline.
+
+    Shows per turn what each processor changed, whether a plugin blocked it, and
+    the stored reply next to the new one. Nothing is stored: the replay runs on a
+    temporary copy of the database.
+    """
+    from .replay import render_report, replay_conversation
+
+    source = _load(None)  # where the conversation is: `chatcore --config F replay` or lookup
+    pipeline = _load(other_config) if other_config is not None else source
+    backend = backend or click.get_current_context().find_root().params.get("backend")
+    report = _guarded(
+        lambda: _run_trio(
+            lambda: replay_conversation(
+                conversation_id, source=source, pipeline=pipeline, backend=backend
+            )
+        )
+    )
+    if as_json:
+        _print_json([turn.as_dict() for turn in report.turns])
+    else:
+        click.echo(render_report(report))
 
 
 # --- sync ------------------------------------------------------------------------------------

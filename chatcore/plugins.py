@@ -24,7 +24,16 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, TypeVar, cast, runtime_checkable
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    ClassVar,
+    NoReturn,
+    Protocol,
+    TypeVar,
+    cast,
+    runtime_checkable,
+)
 
 import trio
 
@@ -43,11 +52,13 @@ from .hooks import (
     HookType,
 )
 from .messages import ChatContext, Chunk, Message, Role
+from .plugin_scan import check_file, check_module
 from .result import PluginResult
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from .actors import Supervisor
     from .config import BackendConfig, Config, PluginEntry
     from .store import KVNamespace, Store
 
@@ -78,6 +89,8 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "chatcore.plugins"
+KNOWN_PERMISSIONS = frozenset({"network", "filesystem", "store"})
+"""What ``PluginMetadata.permissions`` may name; ``store`` gives ``host.database_path``."""
 
 logger = logging.getLogger(__name__)
 
@@ -240,17 +253,20 @@ class PluginHost:
     A plugin gets its own key-value namespace in the store (``kv``), a way to
     run slow work off the turn (``spawn``), and the configured backends
     (``backend``), e.g. to embed text or summarise. ``database_path`` is the
-    engine's SQLite file, for built-in features that keep their own tables in it.
+    engine's SQLite file, for features that keep their own tables in it; it is
+    None unless the plugin's metadata declares the ``store`` permission.
     """
 
     name: str
     kv: KVNamespace
     data_dir: Path
-    database_path: Path
+    database_path: Path | None
     backend: Callable[[str], Awaitable[BaseBackendProvider]]
     """Load (if needed) and return the backend configured under that name."""
     spawn: Callable[[BackgroundJob], bool]
     """Run a job in the background; False when the queue is full (try again later)."""
+    plugin_status: Callable[[], Mapping[str, PluginStatus]] = lambda: MappingProxyType({})
+    """Read-only status and call statistics of every plugin and backend (for metrics)."""
 
 
 class BackgroundJobs:
@@ -465,18 +481,33 @@ def _check_plugin_class(obj: object, spec: str) -> type[BasePlugin]:
     return obj  # type: ignore[return-value]
 
 
-def load_plugin_file(path: Path) -> list[type[BasePlugin]]:
-    """Import a ``*.py`` plugin file and return the plugin classes it defines."""
+def load_plugin_file(path: Path, *, trusted: bool = False) -> list[type[BasePlugin]]:
+    """Scan, then import a ``*.py`` plugin file and return the plugin classes it defines.
+
+    The source is compiled afresh on every call (no ``__pycache__``): a reload
+    right after an edit must never run stale bytecode. A failed import leaves
+    the previous version of the module in place.
+
+    Raises:
+        PluginRefused: the source scan found denied imports or calls (not ``trusted``).
+        PluginLoadError: the file is missing or failed to import.
+    """
+    check_file(path, trusted=trusted)
     module_name = f"chatcore_plugin_{path.stem}_{abs(hash(str(path.resolve()))):x}"
     spec = importlib.util.spec_from_file_location(module_name, path)
     if spec is None or spec.loader is None:
         raise PluginLoadError(f"plugin file {str(path)!r} cannot be imported")
     module = importlib.util.module_from_spec(spec)
+    previous = sys.modules.get(module_name)
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        code = compile(path.read_bytes(), str(path), "exec", dont_inherit=True)
+        exec(code, module.__dict__)
     except Exception as exc:
-        sys.modules.pop(module_name, None)
+        if previous is None:
+            sys.modules.pop(module_name, None)
+        else:
+            sys.modules[module_name] = previous
         raise PluginLoadError(f"plugin file {str(path)!r} failed to import: {exc!r}") from exc
     return [
         obj
@@ -485,15 +516,25 @@ def load_plugin_file(path: Path) -> list[type[BasePlugin]]:
     ]
 
 
-def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type[BasePlugin]:
+def resolve_plugin_class(
+    spec: str, *, search_dirs: Sequence[Path] = (), trusted: bool = False
+) -> type[BasePlugin]:
     """Find a plugin class by ``module:Class``, a ``.py`` path or an entry-point name.
 
+    The source is scanned before it is imported (``chatcore.plugin_scan``);
+    ``trusted`` skips the scan.
+
     Raises:
+        PluginRefused: the scan found denied imports or calls.
         PluginLoadError: with what was tried and how to fix the name.
     """
     file_part, sep, class_name = spec.rpartition(":")
     if sep and file_part.endswith(".py"):
-        file_classes = [c for c in load_plugin_file(Path(file_part)) if c.__name__ == class_name]
+        file_classes = [
+            c
+            for c in load_plugin_file(Path(file_part), trusted=trusted)
+            if c.__name__ == class_name
+        ]
         if not file_classes:
             raise PluginLoadError(
                 f"plugin {spec!r}: {file_part!r} defines no plugin {class_name!r}"
@@ -501,6 +542,7 @@ def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type
         return file_classes[0]
     if ":" in spec and not spec.endswith(".py"):
         module_name, _, attr = spec.partition(":")
+        check_module(module_name, trusted=trusted)
         try:
             module = importlib.import_module(module_name)
         except Exception as exc:
@@ -518,7 +560,7 @@ def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type
         candidates = [Path(spec)] + [d / spec for d in search_dirs]
         for path in candidates:
             if path.is_file():
-                classes = load_plugin_file(path)
+                classes = load_plugin_file(path, trusted=trusted)
                 if len(classes) != 1:
                     raise PluginLoadError(
                         f"plugin file {str(path)!r} defines {len(classes)} plugin classes; "
@@ -528,6 +570,7 @@ def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type
         raise PluginLoadError(f"plugin file {spec!r} not found")
     eps = _entry_points()
     if spec in eps:
+        check_module(eps[spec].module, trusted=trusted)
         try:
             loaded = eps[spec].load()
         except Exception as exc:
@@ -536,7 +579,7 @@ def resolve_plugin_class(spec: str, *, search_dirs: Sequence[Path] = ()) -> type
     for directory in search_dirs:
         path = directory / f"{spec}.py"
         if path.is_file():
-            return resolve_plugin_class(str(path))
+            return resolve_plugin_class(str(path), trusted=trusted)
     known = ", ".join(sorted(eps)) or "none"
     raise PluginLoadError(
         f"plugin {spec!r} not found: not an installed plugin name (installed: {known}), "
@@ -705,6 +748,9 @@ class PluginStatus:
     plugin: str = ""
     version: str = ""
     description: str = ""
+    process: Mapping[str, Any] | None = None
+    """The child process of an ``isolation = "process"`` plugin (pid, restarts,
+    peak_memory_mb, network ...); None for plugins running in the engine."""
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -722,6 +768,7 @@ class PluginStatus:
             "plugin": self.plugin,
             "version": self.version,
             "description": self.description,
+            "process": None if self.process is None else dict(self.process),
         }
 
 
@@ -742,6 +789,8 @@ class LoadedPlugin:
     registrations: list[HookRegistration] = field(default_factory=list)
     registration: HookRegistration | None = None
     """The registration used for calls that aren't hooks (middleware, features, backends)."""
+    reload_error: str | None = None
+    """Why the last reload failed while this version kept running."""
 
     def status(self) -> PluginStatus:
         reason = self.lifecycle.reason if self.lifecycle.state is PluginState.ERROR else None
@@ -755,13 +804,20 @@ class LoadedPlugin:
             failures=self.stats.failures,
             timeouts=self.stats.timeouts,
             circuit=str(self.breaker.state),
-            last_error=reason or self.stats.last_error,
+            last_error=reason or self.reload_error or self.stats.last_error,
             p50_ms=_round(self.stats.percentile(50)),
             p95_ms=_round(self.stats.percentile(95)),
             plugin=self.spec,
             version=meta.version if meta else "",
             description=meta.description if meta else "",
+            process=_process_status(self.instance),
         )
+
+
+def _process_status(instance: BasePlugin | None) -> Mapping[str, Any] | None:
+    status = getattr(instance, "isolation_status", None)
+    found = status() if callable(status) else None
+    return None if found is None else cast("Mapping[str, Any]", found.as_dict())
 
 
 def _round(value: float | None) -> float | None:
@@ -794,10 +850,13 @@ class PluginManager:
         self.store = store
         """Where plugins' key-value namespaces live; without it plugins get no ``host``."""
         self.jobs = jobs
+        self.supervisor: Supervisor | None = None
+        """Set by the engine: where process-isolated plugins' child actors run."""
         self._plugins: dict[str, LoadedPlugin] = {}
         self._backends: dict[str, LoadedPlugin] = {}
         self._started: list[LoadedPlugin] = []
         self._backend_locks: dict[str, trio.Lock] = {}
+        self._reload_lock = trio.Lock()
         self._active: dict[PluginType, list[LoadedPlugin]] = {}
         """Plugins in the order they became active; shutdown goes in reverse."""
         self._search_dirs = [self._resolve_dir(d) for d in config.plugin_dirs]
@@ -1023,28 +1082,136 @@ class PluginManager:
         self.hooks.set_enabled(name, True)
 
     async def reload(self, name: str) -> PluginStatus:
-        """Re-import a plugin's module and re-run its lifecycle between turns."""
-        record = self._record(name)
-        spec, plugin_config = record.spec, record.plugin_config
+        """Re-import a plugin from its file or module and swap the new version in.
+
+        The new version is scanned, imported and initialised while the old one
+        keeps serving; then, in one step with no checkpoint, its hooks replace
+        the old ones and the old instance is shut down. A pipeline step that
+        already called the old version finishes with it; the next step uses the
+        new one. Counters carry over; the circuit starts closed.
+
+        Raises:
+            PluginLoadError: the new version failed (scan, import, initialise or a
+                dependency). A plugin that was running keeps running its previous
+                version, and its status' ``last_error`` says why.
+        """
+        async with self._reload_lock:
+            record = self._record(name)
+            if self._backends.get(name) is record:
+                return await self._reload_backend(name, record)
+            fresh = self._new_record(name, record.spec, record.plugin_config)
+            fresh.stats, fresh.breaker = record.stats, record.breaker
+            await self._prepare_reload(fresh)
+            if fresh.lifecycle.state is not PluginState.INITIALIZING:
+                self._reload_failed(record, fresh)
+            was = record.lifecycle.state
+            # The swap: nothing below awaits until the new version is the one listed,
+            # so no turn ever sees both versions' hooks, or neither.
+            self.hooks.unregister(name)
+            record.registrations.clear()
+            self._register_hooks(fresh)
+            fresh.lifecycle.transition(PluginState.ACTIVE)
+            if was is PluginState.PAUSED:
+                fresh.lifecycle.transition(PluginState.PAUSED)
+                self.hooks.set_enabled(name, False)
+            self._plugins[name] = fresh
+            if record in self._started:
+                self._started[self._started.index(record)] = fresh
+            else:
+                self._started.append(fresh)
+            self._plugins_changed()
+            fresh.breaker.reset()
+            await self._retire(record, was)
+            await self.hooks.run(HookType.ON_PLUGIN_LOAD, fresh.status(), _NO_CONTEXT)
+            return fresh.status()
+
+    async def _prepare_reload(self, fresh: LoadedPlugin) -> None:
+        """Import and initialise a new version; it ends INITIALIZING when all went well."""
+        fresh.lifecycle.transition(PluginState.LOADING)
+        try:
+            cls = self._reimport(fresh.spec, trusted=fresh.plugin_config.trusted)
+        except PluginLoadError as exc:
+            fresh.lifecycle.transition(PluginState.ERROR, str(exc))
+            return
+        self._adopt_class(fresh, cls)
+        if fresh.lifecycle.state is not PluginState.LOADED:
+            return
+        aliases = self._aliases()
+        for dep in fresh.dependencies:
+            target = self._plugins.get(aliases.get(dep, dep))
+            if target is None or target.lifecycle.state is not PluginState.ACTIVE:
+                state = "missing" if target is None else str(target.lifecycle.state)
+                fresh.lifecycle.transition(
+                    PluginState.ERROR, f"depends on {dep!r}, which is {state}"
+                )
+                return
+        assert fresh.instance is not None
+        fresh.instance.host = self._host_for(fresh.name, _permissions(fresh))
+        fresh.lifecycle.transition(PluginState.INITIALIZING)
+        try:
+            await fresh.instance.initialize(fresh.plugin_config)
+        except Exception as exc:
+            fresh.lifecycle.transition(PluginState.ERROR, f"initialize failed: {exc!r}")
+
+    def _reimport(self, spec: str, *, trusted: bool) -> type[BasePlugin]:
+        """The plugin class of ``spec``, from the source as it is now on disk."""
+        file_part, sep, _ = spec.rpartition(":")
+        module_name: str | None = None
+        if not spec.endswith(".py") and not (sep and file_part.endswith(".py")):
+            if ":" in spec:
+                module_name = spec.partition(":")[0]
+            else:
+                entry = _entry_points().get(spec)
+                module_name = entry.module if entry is not None else None
+        if module_name is not None and module_name in sys.modules:
+            check_module(module_name, trusted=trusted)
+            _reexecute_module(module_name)
+        # Files are compiled afresh by load_plugin_file on every call.
+        return resolve_plugin_class(spec, search_dirs=self._search_dirs, trusted=trusted)
+
+    def _reload_failed(self, record: LoadedPlugin, fresh: LoadedPlugin) -> NoReturn:
+        reason = fresh.lifecycle.reason or str(fresh.lifecycle.state)
+        if record.lifecycle.state in (PluginState.ACTIVE, PluginState.PAUSED):
+            record.reload_error = f"reload failed, the previous version keeps running: {reason}"
+            logger.warning("plugin %r: %s", record.name, record.reload_error)
+            raise PluginLoadError(f"plugin {record.name!r}: {record.reload_error}")
+        # Nothing was running to fall back on: the failed attempt is what status shows.
+        self._plugins[record.name] = fresh
+        self._plugins_changed()
+        raise PluginLoadError(f"plugin {record.name!r}: reload failed: {reason}")
+
+    async def _retire(self, record: LoadedPlugin, was: PluginState) -> None:
+        """Shut down a version that a reload replaced (its hooks are already gone)."""
+        if record in self._started:
+            self._started.remove(record)
+        if was not in (PluginState.ACTIVE, PluginState.PAUSED, PluginState.LOADED):
+            return
+        record.lifecycle.transition(PluginState.UNLOADING)
+        try:
+            if record.instance is not None and was is not PluginState.LOADED:
+                await record.instance.shutdown()
+        except Exception as exc:
+            # The new version is already serving: a failed goodbye is only logged.
+            logger.warning("plugin %r: old version's shutdown failed: %r", record.name, exc)
+        record.lifecycle.transition(PluginState.UNLOADED)
+        await self.hooks.run(HookType.ON_PLUGIN_UNLOAD, record.status(), _NO_CONTEXT)
+
+    async def _reload_backend(self, name: str, record: LoadedPlugin) -> PluginStatus:
+        spec = record.spec
         module_name = spec.partition(":")[0]
-        is_backend = self._backends.get(name) is record
         await self._unload(record)
-        fresh = self._new_record(name, spec, plugin_config)
         if ":" in spec and not spec.endswith(".py") and module_name in sys.modules:
             try:
                 importlib.reload(sys.modules[module_name])
             except Exception as exc:
+                fresh = self._new_record(name, spec, record.plugin_config)
                 fresh.lifecycle.fail(f"reload failed: {type(exc).__name__}: {exc}")
-                (self._backends if is_backend else self._plugins)[name] = fresh
+                self._backends[name] = fresh
                 return fresh.status()
-        if is_backend:
-            fresh = self._backend_record(name, self.config.backends[name])
-            fresh.stats, fresh.breaker = record.stats, record.breaker
-            self._backends[name] = fresh
-            await self.ensure_backend(name)
-            return fresh.status()
-        self._import(fresh)
-        await self._initialize_in_order([fresh])
+        fresh = self._backend_record(name, self.config.backends[name])
+        fresh.stats, fresh.breaker = record.stats, record.breaker
+        self._backends[name] = fresh
+        await self.ensure_backend(name)
         return fresh.status()
 
     def reset_circuit(self, name: str) -> None:
@@ -1135,7 +1302,9 @@ class PluginManager:
     def _import(self, record: LoadedPlugin) -> None:
         record.lifecycle.transition(PluginState.LOADING)
         try:
-            cls = resolve_plugin_class(record.spec, search_dirs=self._search_dirs)
+            cls = resolve_plugin_class(
+                record.spec, search_dirs=self._search_dirs, trusted=record.plugin_config.trusted
+            )
         except PluginLoadError as exc:
             record.lifecycle.transition(PluginState.ERROR, str(exc))
             return
@@ -1147,6 +1316,14 @@ class PluginManager:
         record.metadata = cls.metadata
         record.plugin_type = cls.metadata.plugin_type
         record.dependencies = cls.metadata.dependencies
+        unknown = [p for p in cls.metadata.permissions if p not in KNOWN_PERMISSIONS]
+        if unknown:
+            record.lifecycle.transition(
+                PluginState.ERROR,
+                f"plugin class {cls.__name__} declares unknown permission {unknown[0]!r} "
+                f"(known: {', '.join(sorted(KNOWN_PERMISSIONS))})",
+            )
+            return
         missing = sorted(getattr(cls, "__abstractmethods__", ()))
         if missing:
             record.lifecycle.transition(
@@ -1155,7 +1332,12 @@ class PluginManager:
             )
             return
         try:
-            instance = cls()
+            if record.plugin_config.isolation == "process":
+                from .isolation import process_plugin  # a stand-in that calls a child process
+
+                instance = process_plugin(cls, record.spec, self)
+            else:
+                instance = cls()
         except Exception as exc:
             record.lifecycle.transition(PluginState.ERROR, f"constructor failed: {exc!r}")
             return
@@ -1225,7 +1407,7 @@ class PluginManager:
             aliases[record.name] = record.name
         return aliases
 
-    def _host_for(self, name: str) -> PluginHost | None:
+    def _host_for(self, name: str, permissions: Iterable[str] = ()) -> PluginHost | None:
         if self.store is None:
             return None
         jobs = self.jobs
@@ -1233,9 +1415,11 @@ class PluginManager:
             name=name,
             kv=self.store.kv(name),
             data_dir=self.config.resolved_data_dir,
-            database_path=self.store.path,
+            # The store beyond the plugin's own kv namespace is a declared permission.
+            database_path=self.store.path if "store" in permissions else None,
             backend=self._backend_instance,
             spawn=jobs.submit if jobs is not None else _no_background,
+            plugin_status=self.get_plugin_status,
         )
 
     async def _backend_instance(self, name: str) -> BaseBackendProvider:
@@ -1247,7 +1431,7 @@ class PluginManager:
 
     async def _activate(self, record: LoadedPlugin) -> None:
         assert record.instance is not None
-        record.instance.host = self._host_for(record.name)
+        record.instance.host = self._host_for(record.name, _permissions(record))
         record.lifecycle.transition(PluginState.INITIALIZING)
         try:
             await record.instance.initialize(record.plugin_config)
@@ -1374,6 +1558,39 @@ class PluginManager:
 
 def _no_background(job: BackgroundJob) -> bool:
     return False
+
+
+def _reexecute_module(module_name: str) -> None:
+    """Run a module's current source in a new module object; keep the old one on failure.
+
+    Compiling the source directly (not through ``__pycache__``) means an edit made
+    within the same second as the last import is never hidden by stale bytecode.
+    A package re-runs its ``__init__`` only; its submodules stay as imported.
+    """
+    old = sys.modules[module_name]
+    spec = old.__spec__
+    origin = spec.origin if spec is not None else None
+    if spec is None or not spec.has_location or not origin or not origin.endswith(".py"):
+        try:
+            importlib.reload(old)
+        except Exception as exc:
+            raise PluginLoadError(f"module {module_name!r} failed to reload: {exc!r}") from exc
+        return
+    new = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = new
+    try:
+        code = compile(Path(origin).read_bytes(), origin, "exec", dont_inherit=True)
+        exec(code, new.__dict__)
+    except Exception as exc:
+        sys.modules[module_name] = old
+        raise PluginLoadError(f"module {module_name!r} failed to import: {exc!r}") from exc
+    parent, _, child = module_name.rpartition(".")
+    if parent in sys.modules:
+        setattr(sys.modules[parent], child, new)
+
+
+def _permissions(record: LoadedPlugin) -> tuple[str, ...]:
+    return record.metadata.permissions if record.metadata is not None else ()
 
 
 async def _never_called(payload: Any, context: ChatContext) -> None:

@@ -56,3 +56,18 @@ def test_quick_features_benchmark_runs_and_its_self_checks_pass() -> None:
         assert table in result.stdout
     assert "RAG corpus ingested: 6 files, 300 chunks (expected 300) — OK" in result.stdout
     assert "BROKEN" not in result.stdout
+
+
+def test_quick_plugins_benchmark_runs_and_its_self_checks_pass() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO_ROOT / "bench" / "plugins.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=240,
+    )
+    # Exit 1 means the run itself was broken (a plugin failing, a child restarted).
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "## Per call: one processor" in result.stdout
+    assert "## Turns/s:" in result.stdout
+    assert "BROKEN" not in result.stdout

@@ -321,7 +321,8 @@ async def test_plugins_get_a_host_with_their_own_store_namespace_and_the_backend
         host.kv.set("seen", {"n": 1})
         assert engine.store.kv("cites").get("seen") == {"n": 1}
         assert engine.store.kv("other").get("seen") is None
-        assert host.database_path == data_dir / "chatcore.db"
+        # Cites declares no "store" permission: its kv namespace is all of the store it gets.
+        assert host.database_path is None
         echo = await host.backend("echo")
         assert (await echo.chat(ChatContext("c", (Message.user("hi"),)))).content == "echo: hi"
         done = trio.Event()

@@ -697,13 +697,15 @@ async def test_reload_reimports_a_module_plugin(module_dir: Path) -> None:
     assert registered(manager, HookType.BEFORE_MESSAGE) == [("hot", True)]
 
 
-async def test_reload_of_a_broken_edit_leaves_the_plugin_in_error(module_dir: Path) -> None:
+async def test_reload_of_a_broken_edit_keeps_the_old_version(module_dir: Path) -> None:
     source = write_processor(module_dir / "hotplug.py", ("Hot", "hot", "|v1"))
     manager = await started(PluginEntry(plugin="hotplug:Hot"))
     source.write_text("def oops(:\n", encoding="utf-8")
-    with contextlib.suppress(PluginLoadError):
+    with pytest.raises(PluginLoadError, match="SyntaxError"):
         await manager.reload("hot")
-    assert "SyntaxError" in error_of(manager, "hot")
+    row = status(manager, "hot")
+    assert row.state == "active" and "SyntaxError" in (row.last_error or "")
+    assert await processed(manager) == "x|v1"
 
 
 async def test_reload_of_a_plugin_loaded_from_a_directory(tmp_path: Path) -> None:

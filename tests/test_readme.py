@@ -75,3 +75,21 @@ def test_the_built_in_plugins_example_loads_and_runs(tmp_path: Path) -> None:
     states = {row["name"]: row["state"] for row in json.loads(plugins.stdout)}
     for name in ("normalizer", "content_filter", "pii_redactor", "rag", "memory"):
         assert states[name] == "active"
+
+
+def test_the_middleware_example_loads(tmp_path: Path) -> None:
+    toml = next(
+        block
+        for block in re.findall(r"```toml\n(.*?)```", README, flags=re.S)
+        if 'plugin = "rate_limit"' in block
+    )
+    config = tmp_path / "middleware.toml"
+    config.write_text('default_backend = "echo"\n[backends.echo]\nplugin = "echo"\n' + toml)
+    result = subprocess.run(
+        [CHATCORE, "ask", "--config", str(config), "hello"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (0, "echo: hello\n"), result.stderr

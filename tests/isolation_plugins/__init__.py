@@ -1,0 +1,1 @@
+"""Plugins that the isolation tests run in child processes (``isolation = "process"``)."""
