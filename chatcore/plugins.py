@@ -1145,13 +1145,7 @@ class PluginManager:
                     PluginState.ERROR, f"depends on {dep!r}, which is {state}"
                 )
                 return
-        assert fresh.instance is not None
-        fresh.instance.host = self._host_for(fresh.name, _permissions(fresh))
-        fresh.lifecycle.transition(PluginState.INITIALIZING)
-        try:
-            await fresh.instance.initialize(fresh.plugin_config)
-        except Exception as exc:
-            fresh.lifecycle.transition(PluginState.ERROR, f"initialize failed: {exc!r}")
+        await self._initialize_instance(fresh)
 
     def _reimport(self, spec: str, *, trusted: bool) -> type[BasePlugin]:
         """The plugin class of ``spec``, from the source as it is now on disk."""
@@ -1429,7 +1423,8 @@ class PluginManager:
             raise PluginError(f"backend {name!r} is {record.lifecycle.state}{why}")
         return cast("BaseBackendProvider", record.instance)
 
-    async def _activate(self, record: LoadedPlugin) -> None:
+    async def _initialize_instance(self, record: LoadedPlugin) -> bool:
+        """Lend the loaded instance its host and initialize it; False (and ERROR) if that failed."""
         assert record.instance is not None
         record.instance.host = self._host_for(record.name, _permissions(record))
         record.lifecycle.transition(PluginState.INITIALIZING)
@@ -1437,6 +1432,11 @@ class PluginManager:
             await record.instance.initialize(record.plugin_config)
         except Exception as exc:
             record.lifecycle.transition(PluginState.ERROR, f"initialize failed: {exc!r}")
+            return False
+        return True
+
+    async def _activate(self, record: LoadedPlugin) -> None:
+        if not await self._initialize_instance(record):
             return
         self._register_hooks(record)
         record.lifecycle.transition(PluginState.ACTIVE)
