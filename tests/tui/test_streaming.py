@@ -95,3 +95,15 @@ async def test_a_reply_that_stops_midway_is_flagged_partial() -> None:
         assert view.query_one(Markdown).source == "Half a sent"
         flags = [str(w.visual) for w in view.query(".flag").results(Static)]
         assert flags == ["[partial]"]
+
+
+@pytest.mark.asyncio
+async def test_quitting_right_after_a_reply_ends_is_clean() -> None:
+    # The swap to Markdown is due after the next frame; the app may be gone by then.
+    app = OneReply()
+    async with app.run_test():
+        view = app.query_one(MessageView)
+        await view.append("The whole answer.")
+        await view.finish("complete")
+        app.exit()
+    assert app.return_code == 0

@@ -205,6 +205,8 @@ class MessageView(Vertical):
             await self.mount(Static(_flag(status, None), classes="flag", markup=False))
 
     async def _show_as_markdown(self, streaming: StreamingBody) -> None:
+        if not (self.is_attached and streaming.is_attached):
+            return  # the log was cleared (a new chat, the app closing) in the meantime
         # One swap, painted as one frame: never both bodies, never neither.
         with self.app.batch_update():
             await self.mount(Markdown(self.text), before=streaming)
