@@ -333,14 +333,15 @@ def instrumented(probe: Probe) -> Iterator[None]:
 
         patch(message.StreamingBody, "append", append_body)
 
-    view_finish = chat.MessageView.finish
+    view_swap = chat.MessageView._show_as_markdown
 
-    async def finish_view(view: Any, status: str | None) -> None:
-        await view_finish(view, status)
-        # The streaming body gives way to a Markdown widget holding the same text.
-        view.call_after_refresh(lambda: probe.retarget(view.query_one(Markdown)))
+    async def swap_view(view: Any, streaming: Any) -> None:
+        await view_swap(view, streaming)
+        # The streaming body gave way to a Markdown widget holding the same text.
+        for widget in view.query(Markdown):
+            probe.retarget(widget)
 
-    patch(chat.MessageView, "finish", finish_view)
+    patch(chat.MessageView, "_show_as_markdown", swap_view)
 
     view_append = getattr(chat.MessageView, "append", None)
     if view_append is not None:

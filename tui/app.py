@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -50,6 +51,13 @@ class SyncUpdated(UIMessage):
     status: SyncStatus | None
 
 
+GC_THRESHOLDS = (20_000, 10, 10)
+"""Collector thresholds while the app runs. A frame allocates thousands of short-lived
+objects that reference counting frees; at Python's default of 700 allocations per
+young collection, survivors of half-drawn frames are promoted and every few seconds
+a full collection pauses the screen."""
+
+
 class ChatcoreApp(App[None]):
     """Chat on any configured backend; see what the middleware is doing."""
 
@@ -73,6 +81,8 @@ class ChatcoreApp(App[None]):
         self, config: Config, *, backend: str | None = None, conversation: str | None = None
     ) -> None:
         super().__init__()
+        self._gc_thresholds: tuple[int, int, int] | None = None
+        """The collector's thresholds before the app changed them; restored on unmount."""
         self.config = config
         self.backend = backend or config.default_backend
         self.initial_conversation = conversation
@@ -91,9 +101,17 @@ class ChatcoreApp(App[None]):
         if self.keys:
             self.set_keymap(self.keys)
         self.push_screen(self.chat)  # it calls check_keys once its widgets are there
-        self.bridge.start()
+        # The first frame comes first; the engine starts right after it.
+        self.call_after_refresh(self.bridge.start)
 
     def on_engine_ready(self, event: EngineReady) -> None:
+        # Everything imported and built so far lives as long as the app: keep the
+        # collector from rescanning it. A full collection over Textual's and the
+        # engine's objects took up to ~120 ms, a stall in the middle of a stream.
+        if self._gc_thresholds is None:
+            self._gc_thresholds = gc.get_threshold()
+            gc.freeze()
+            gc.set_threshold(*GC_THRESHOLDS)
         self.chat.engine_ready()
         if self.initial_conversation:
             self.chat.open_conversation(self.initial_conversation)
@@ -122,6 +140,11 @@ class ChatcoreApp(App[None]):
         # However the app ends (quit, an error, a test harness), the engine closes and keeps
         # replies in flight, and Trio finishes before the asyncio loop: one run per thread.
         await self.bridge.stop()
+        if self._gc_thresholds is not None:
+            # The process may go on (a test run, a script): leave the collector as found.
+            gc.set_threshold(*self._gc_thresholds)
+            gc.unfreeze()
+            self._gc_thresholds = None
 
     async def action_quit(self) -> None:
         await self.bridge.stop()  # in-flight replies are saved as partial
@@ -250,6 +273,11 @@ class ChatcoreApp(App[None]):
             if row.id == binding_id:
                 return row.key.split(",")[0].strip()
         return binding_id
+
+    @property
+    def engine_starting(self) -> bool:
+        """The engine is on its way up: not ready yet, not failed, not stopped."""
+        return self.engine_error is None and self.bridge.engine is None and self.bridge.starting
 
     def engine_unavailable(self) -> str:
         """Why a turn can't be sent now."""

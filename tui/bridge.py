@@ -16,8 +16,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 from textual.message import Message as UIMessage
 
-from chatcore import ChatcoreError, open_engine
-
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
@@ -54,11 +52,18 @@ class EngineBridge:
         self._stopping = False
 
     @property
+    def starting(self) -> bool:
+        """Started (or about to be) and not yet stopping: the engine may still come up."""
+        return not self._stopping and (self._done is None or not self._done.done())
+
+    @property
     def running(self) -> bool:
         return self._nursery is not None and self._done is not None and not self._done.done()
 
     def start(self) -> None:
         """Start Trio on the running asyncio loop (call from the app, e.g. on mount)."""
+        if self._stopping or self._done is not None:
+            return  # the app is already closing, or the engine was started
         loop = asyncio.get_running_loop()
         self._done = loop.create_future()
         trio.lowlevel.start_guest_run(
@@ -73,6 +78,10 @@ class EngineBridge:
         self._token = trio.lowlevel.current_trio_token()
         if self._stopping:
             return
+        # Imported here, after the app's first frame: the engine (store, plugins, the
+        # clients' dependencies) takes a few hundred milliseconds to import.
+        from chatcore import ChatcoreError, open_engine
+
         with self._cancel:
             try:
                 async with open_engine(self.config) as engine, trio.open_nursery() as nursery:
@@ -108,9 +117,9 @@ class EngineBridge:
 
     async def stop(self) -> None:
         """Cancel the engine (partial replies are saved) and wait until Trio is done."""
+        self._stopping = True
         if self._done is None or self._done.done():
             return
-        self._stopping = True
         if self._token is not None:
             self._token.run_sync_soon(self._cancel.cancel)
         await self._done

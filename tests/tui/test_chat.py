@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -717,4 +718,35 @@ async def test_add_documents_without_the_rag_plugin_says_how_to_enable_it(
             "Documents are answered from by the rag plugin, which is not enabled: "
             'add [[plugins]] with plugin = "rag" to your config'
         )
+        await pilot.press("ctrl+q")
+
+
+async def test_the_app_tunes_the_garbage_collector_and_restores_it(data_dir: Path) -> None:
+    before = gc.get_threshold()
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    async with app.run_test() as pilot:
+        await started(app)
+        assert gc.get_threshold() == tui.app.GC_THRESHOLDS
+        assert gc.get_freeze_count() > 0
+        await pilot.press("ctrl+q")
+    assert gc.get_threshold() == before
+    assert gc.get_freeze_count() == 0
+
+
+async def test_a_message_sent_before_the_engine_is_up_goes_out_once_it_is(
+    data_dir: Path,
+) -> None:
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    start = app.bridge.start
+    app.bridge.start = lambda: None  # type: ignore[method-assign]  # hold the engine back
+    async with app.run_test() as pilot:
+        await pilot.click("#prompt")
+        await pilot.press(*"early bird", "enter")
+        await pilot.pause()
+        assert app.chat.state.queued == ["early bird"]
+        assert log_views(app) == []
+        start()
+        await wait_for(lambda: app.last_reply is not None)
+        assert log_views(app) == [("user", "early bird"), ("assistant", "echo: early bird")]
+        assert app.chat.state.queued == []
         await pilot.press("ctrl+q")

@@ -210,6 +210,8 @@ class _ScreenState:
     summaries: list[ConversationSummary] = field(default_factory=list)
     earlier: list[Message] = field(default_factory=list)
     """Messages of the open conversation not rendered yet, oldest first."""
+    queued: list[str] = field(default_factory=list)
+    """Messages sent while the engine was still starting; they go out once it is ready."""
 
 
 class ChatScreen(Screen[None]):
@@ -429,6 +431,11 @@ class ChatScreen(Screen[None]):
 
     def engine_ready(self) -> None:
         self._spawn(self._load_conversations)
+        self._send_queued()
+
+    def _send_queued(self) -> None:
+        if self.state.queued and self.state.turn is None:
+            self.post_message(PromptInput.Submitted(self.state.queued.pop(0)))
 
     def check_backend(self) -> None:
         """Say in the chat when the current backend can't be reached, and what to do."""
@@ -441,6 +448,11 @@ class ChatScreen(Screen[None]):
             self.notify(f"A reply is still arriving: {stop} stops it.", severity="warning")
             return
         if self.chat_app.bridge.engine is None:
+            if self.chat_app.engine_starting:
+                # Typed before the engine was up (it starts after the first frame).
+                self.state.queued.append(event.text)
+                self.notify("The engine is starting; your message goes out when it is ready.")
+                return
             self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
         log = self.query_one("#log", VerticalScroll)
@@ -588,6 +600,7 @@ class ChatScreen(Screen[None]):
         if event.error is not None:
             text, advice = describe_error(event.error)
             await self.show_notice(text, advice=advice)
+        self._send_queued()
 
     async def _reply_stored(self, message: Message) -> None:
         if message.content:

@@ -6,7 +6,6 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from rich.markdown import Markdown as RichMarkdown
 from textual.containers import Vertical
 from textual.message import Message
 from textual.strip import Strip
@@ -17,6 +16,7 @@ from chatcore import MessageStatus, Role
 from chatcore.messages import citation_lines
 
 if TYPE_CHECKING:
+    from rich.markdown import Markdown as RichMarkdown
     from textual.app import ComposeResult
     from textual.geometry import Size
 
@@ -50,6 +50,9 @@ def settled_length(text: str, start: int = 0) -> int:
 
 
 def _rendered(markdown: str) -> RichMarkdown:
+    # Imported on first use: rich's Markdown (with Pygments) costs ~40 ms at start.
+    from rich.markdown import Markdown as RichMarkdown
+
     return RichMarkdown(markdown, code_theme="monokai", hyperlinks=False)
 
 
