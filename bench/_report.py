@@ -3,13 +3,26 @@
 from __future__ import annotations
 
 import math
+import os
+import platform
+import sqlite3
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-__all__ = ["COLUMNS", "Report", "Row", "Summary", "conclude", "ms", "print_table", "ratio"]
+__all__ = [
+    "COLUMNS",
+    "Report",
+    "Row",
+    "Summary",
+    "conclude",
+    "machine",
+    "ms",
+    "print_table",
+    "ratio",
+]
 
 
 @dataclass(frozen=True)
@@ -103,3 +116,24 @@ def conclude(report: Report) -> int:
     else:
         print("All targets met.")
     return 1 if report.broken else 0
+
+
+def machine(*packages: str) -> str:
+    """One line naming what the numbers were measured on: Python, the given packages'
+    versions ("sqlite" for SQLite's), the CPUs this process may use, the platform."""
+    from importlib.metadata import version
+
+    def named(package: str) -> str:
+        if package == "sqlite":
+            return f"SQLite {sqlite3.sqlite_version}"
+        return f"{package} {version(package)}"
+
+    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+    cpus = f"{os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
+    parts = [
+        f"Python {platform.python_version()} ({platform.python_implementation()})",
+        *map(named, packages),
+        cpus,
+        platform.platform(),
+    ]
+    return " · ".join(parts)

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from _report import Report, Row, Summary, ms, print_table, ratio
+from _report import Report, Row, Summary, machine, ms, print_table, ratio
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -609,16 +608,8 @@ def sizes_from(args: argparse.Namespace) -> Sizes:
 
 
 def print_header(sizes: Sizes, litellm_versions: dict[str, str]) -> None:
-    from importlib.metadata import version
-
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cpus = f"{os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
     print("# chatcore backend benchmark\n")
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) · "
-        + " · ".join(f"{name} {version(name)}" for name in ("trio", "openai", "httpx", "chatcore"))
-        + f" · {cpus} · {platform.platform()}"
-    )
+    print(machine("trio", "openai", "httpx", "chatcore"))
     if litellm_versions:
         listed = " · ".join(f"{k} {v}" for k, v in litellm_versions.items())
         print(f"\nLiteLLM's venv (`bench/.venv-litellm`): {listed}")

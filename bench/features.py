@@ -13,8 +13,6 @@ from __future__ import annotations
 import argparse
 import functools
 import hashlib
-import os
-import platform
 import random
 import re
 import sqlite3
@@ -27,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _report import Report, Row, Summary, conclude, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, machine, ms, print_table, ratio
 
 # Run as a script, bench/ leads sys.path, and bench/backends.py would shadow the
 # `backends` package.
@@ -927,16 +925,8 @@ def parse_args(argv: Sequence[str] | None) -> Sizes:
 
 
 def print_header(sizes: Sizes) -> None:
-    from importlib.metadata import version
-
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cpus = f"{os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
     print("# chatcore features benchmark\n")
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) · "
-        f"{cpus} · SQLite {sqlite3.sqlite_version} · chatcore {version('chatcore')} · "
-        f"{platform.platform()}"
-    )
+    print(machine("sqlite", "numpy", "chatcore"))
     print(
         f"\nSizes: {sizes.warmup:,} warm-up + {sizes.iterations:,} measured calls per "
         f"processor row; {sizes.memory_iterations:,} memory turns over {HISTORY_MESSAGES:,} "

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sqlite3
 import subprocess
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from _report import Report, Row, Summary, conclude, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, machine, ms, print_table, ratio
 
 from chatcore import open_engine
 from chatcore.config import Config, load_config, shipped_config_path
@@ -522,16 +521,8 @@ def parse_args(argv: Sequence[str] | None) -> Sizes:
 
 
 def print_header(sizes: Sizes) -> None:
-    from importlib.metadata import version
-
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cpus = f"{os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
     print("# chatcore pipeline benchmark\n")
-    print(
-        f"Python {platform.python_version()} ({platform.python_implementation()}) · "
-        f"trio {trio.__version__} · {cpus} · SQLite {sqlite3.sqlite_version} · "
-        f"chatcore {version('chatcore')} · {platform.platform()}"
-    )
+    print(machine("trio", "sqlite", "chatcore"))
     print(
         f"\nSizes: {sizes.warmup:,} warm-up + {sizes.turns:,} measured sequential turns; "
         f"{sizes.conversations} conversations x {sizes.conversation_turns} turns "

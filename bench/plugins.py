@@ -16,7 +16,6 @@ level therefore imports nothing from ``bench/``.
 from __future__ import annotations
 
 import argparse
-import platform
 import sqlite3
 import sys
 import tempfile
@@ -247,13 +246,13 @@ def _turn_sizes(sizes: Sizes) -> tuple[int, int]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from _report import Report, conclude
+    from _report import Report, conclude, machine
 
     sizes = parse_args(argv)
     print("# chatcore plugin isolation benchmark\n")
+    print(machine("trio", "chatcore"))
     print(
-        f"Python {platform.python_version()} on {platform.system()} {platform.machine()}; "
-        f"{sizes.calls:,} measured calls per lane (after {sizes.warmup} warm-up), "
+        f"\nSizes: {sizes.calls:,} measured calls per lane (after {sizes.warmup} warm-up), "
         f"{sizes.conversations} x {sizes.conversation_turns} turns."
     )
     report = Report()

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import random
 import re
 import shutil
@@ -31,7 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import trio
-from _report import Report, Row, Summary, conclude, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, machine, ms, print_table, ratio
 
 # Run as a script, bench/ leads sys.path, and bench/backends.py would shadow the
 # `backends` package.
@@ -608,10 +607,7 @@ def parse_args(argv: Sequence[str] | None) -> Sizes:
 def main(argv: Sequence[str] | None = None) -> int:
     sizes = parse_args(argv)
     print("# chatcore storage benchmark\n")
-    print(
-        f"Python {platform.python_version()} · trio {trio.__version__} · "
-        f"SQLite {sqlite3.sqlite_version} · {os.cpu_count()} CPUs · {platform.platform()}"
-    )
+    print(machine("trio", "sqlite", "redis", "chatcore"))
     report = Report()
     with tempfile.TemporaryDirectory(prefix="chatcore-bench-storage-") as name:
         for section in SECTIONS:

@@ -12,7 +12,6 @@ import argparse
 import asyncio
 import fcntl
 import os
-import platform
 import random
 import re
 import select
@@ -29,7 +28,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import trio
-from _report import Report, Row, Summary, conclude, ms, print_table, ratio
+from _report import Report, Row, Summary, conclude, machine, ms, print_table, ratio
 from textual.app import App, ComposeResult
 from textual.containers import Vertical, VerticalScroll
 from textual.message import Message as UIMessage
@@ -1204,16 +1203,8 @@ def parse_args(argv: Sequence[str] | None) -> tuple[Sizes, set[str]]:
 
 
 def print_header(sizes: Sizes) -> None:
-    from importlib.metadata import version
-
-    affinity = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
-    cpus = f"{os.cpu_count()} CPUs" + (f" ({affinity} usable)" if affinity else "")
     print("# chatcore TUI benchmark\n")
-    print(
-        f"Python {platform.python_version()} · Textual {version('textual')} · "
-        f"trio {trio.__version__} · {cpus} · chatcore {version('chatcore')} · "
-        f"{platform.platform()}"
-    )
+    print(machine("textual", "trio", "chatcore"))
     print(
         f"\nSizes: {sizes.paint_runs} first paints; {sizes.stream_runs} x "
         f"{sizes.stream_tokens:,}-token replies; a {2 * sizes.open_turns:,}-message "
