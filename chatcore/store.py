@@ -52,10 +52,12 @@ __all__ = [
     "StoreStatistics",
     "StoreWriter",
     "TurnRecord",
+    "connect",
     "make_title",
     "migrate",
     "migration",
     "search_query",
+    "write_transaction",
 ]
 
 log = logging.getLogger(__name__)
@@ -472,7 +474,7 @@ def migration(fn: MigrationFunction) -> MigrationFunction:
 
 
 @contextmanager
-def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     """One write transaction, taking the write lock up front.
 
     A deferred BEGIN that later writes can fail with SQLITE_BUSY without waiting
@@ -523,7 +525,7 @@ def migrate(db: Database, migrations: Sequence[Migration] | None = None) -> list
         )
     applied_now: list[str] = []
     for step in steps:
-        with _immediate(db.conn):
+        with write_transaction(db.conn):
             # Checked inside the write lock: another process may have just applied it.
             row = db.conn.execute("SELECT 1 FROM _migrations WHERE name = ?", [step.name])
             if row.fetchone() is not None:
@@ -883,7 +885,12 @@ def _is_busy(exc: sqlite3.OperationalError) -> bool:
     return "locked" in str(exc) or "busy" in str(exc)
 
 
-def _connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path) -> sqlite3.Connection:
+    """A connection to a chatcore database with the settings every user of it shares.
+
+    For features that keep their own tables in the engine's file (``host.database_path``):
+    the same busy timeout, durability and foreign keys as the store's own connections.
+    """
     # isolation_level=None: the driver never opens transactions behind our back.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
     conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -919,7 +926,7 @@ class Store:
         self._closed = False
         self._commits_since_checkpoint = 0
         self._ensure_file()
-        self._writer = _connect(self.path)
+        self._writer = connect(self.path)
         try:
             mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -929,7 +936,7 @@ class Store:
             self.db = Database(self._writer, execute_plugins=False)
             migrate(self.db)
             self._clock = self._load_clock()
-            self._reader = _connect(self.path)
+            self._reader = connect(self.path)
             # The reader never writes; make a mistake loud instead of a lock fight.
             self._reader.execute("PRAGMA query_only = ON")
         except BaseException:
@@ -1051,7 +1058,7 @@ class Store:
             if not wait:
                 conn.execute("PRAGMA busy_timeout = 0")
             try:
-                with _immediate(conn):
+                with write_transaction(conn):
                     self._write_turns_locked(records, encoded, titles)
             except sqlite3.OperationalError as exc:
                 if not wait and _is_busy(exc):
@@ -1188,7 +1195,7 @@ class Store:
         is what replicates the deletion; changes of the conversation still
         waiting in the outbox are dropped, so deleted words never leave the machine.
         """
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             conn = self._writer
             found = conn.execute(
                 "SELECT 1 FROM conversations WHERE id = ? AND deleted_at IS NULL",
@@ -1229,7 +1236,7 @@ class Store:
         cleaned = " ".join(title.split())
         if not cleaned:
             raise InvalidInput("a conversation title cannot be blank")
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             conn = self._writer
             row = conn.execute(
                 "SELECT title, created_at, backend, model, system, metadata FROM conversations "
@@ -1280,7 +1287,7 @@ class Store:
         if not changes:
             return 0
         altered = 0
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             for change in changes:
                 self._clock.observe(change.hlc)
                 if change.kind is ChangeKind.MESSAGE:
@@ -1452,7 +1459,7 @@ class Store:
         """
         if first > last:
             raise ValueError(f"an outbox range runs upwards, got {first}..{last}")
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             cursor = self._writer.execute(
                 "DELETE FROM outbox WHERE id BETWEEN ? AND ?", [int(first), int(last)]
             )
@@ -1483,7 +1490,7 @@ class Store:
         if not ids:
             return
         wanted = _to_json([int(i) for i in ids])
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             self._writer.execute(
                 "DELETE FROM outbox WHERE id IN (SELECT value FROM json_each(?))", [wanted]
             )
@@ -1508,7 +1515,7 @@ class Store:
             raise ValueError(f"sync_state key {key!r} is kept by the store and cannot be set")
         if not isinstance(value, str):
             raise TypeError(f"sync_state values are text, got {type(value).__name__}")
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             self._writer.execute(
                 "INSERT INTO sync_state (key, value) VALUES (?, ?) "
                 "ON CONFLICT (key) DO UPDATE SET value = excluded.value",
@@ -1623,7 +1630,7 @@ class Store:
     def kv_set(self, namespace: str, key: str, value: Any) -> None:
         """Store a JSON-serialisable value (TypeError otherwise)."""
         encoded = _to_json(value)
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             self._writer.execute(
                 "INSERT INTO plugin_kv (namespace, key, value, updated_at) VALUES (?, ?, ?, ?) "
                 "ON CONFLICT (namespace, key) DO UPDATE SET "
@@ -1633,7 +1640,7 @@ class Store:
 
     def kv_delete(self, namespace: str, key: str) -> bool:
         """Remove ``key``; return whether it was there."""
-        with self._write_lock, _immediate(self._writer):
+        with self._write_lock, write_transaction(self._writer):
             cursor = self._writer.execute(
                 "DELETE FROM plugin_kv WHERE namespace = ? AND key = ?", [namespace, key]
             )

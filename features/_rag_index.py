@@ -11,7 +11,6 @@ import hashlib
 import json
 import math
 import re
-import sqlite3
 import sys
 import threading
 from array import array
@@ -25,11 +24,13 @@ from sqlite_utils import Database
 
 from chatcore.errors import ChatcoreError
 from chatcore.messages import new_id
+from chatcore.store import connect, write_transaction
 
 from ._ingest import FORMATS, ChunkDraft, IngestError, chunk_blocks, parse_bytes
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
+    from contextlib import AbstractContextManager
 
     from numpy.typing import NDArray
 
@@ -51,7 +52,6 @@ INDEX_VERSION = 1
 """Bumped when parsing or chunking changes, so unchanged files are chunked again."""
 RRF_K = 60
 """The k of reciprocal rank fusion: 1 / (k + rank); 60 as in Cormack et al. (2009)."""
-BUSY_TIMEOUT_MS = 5000
 INSERT_BATCH = 256
 """Chunks inserted per executemany: a large file's chunks are never all in memory."""
 MAX_QUERY_TOKENS = 32
@@ -195,9 +195,7 @@ class RagIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA foreign_keys = ON")
+        conn = connect(self.path)
         self._conn = conn
         self.db = Database(conn, execute_plugins=False)
         tables = set(self.db.table_names())
@@ -319,8 +317,8 @@ class RagIndex:
             self._conn.executemany(_INSERT_CHUNK, batch)
         return count
 
-    def _transaction(self) -> _Immediate:
-        return _Immediate(self._conn)
+    def _transaction(self) -> AbstractContextManager[None]:
+        return write_transaction(self._conn)
 
     def remove(self, key: str) -> list[DocumentInfo]:
         """Remove documents by id (or a unique prefix of 4+ chars), file path, or folder path.
@@ -558,19 +556,3 @@ def _with_score(hit: Hit, score: float) -> Hit:
         hit.text,
         float(score),
     )
-
-
-class _Immediate:
-    """A write transaction that takes the lock up front (BEGIN IMMEDIATE waits on busy)."""
-
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self._conn = conn
-
-    def __enter__(self) -> None:
-        self._conn.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
-        if exc_type is None:
-            self._conn.execute("COMMIT")
-        elif self._conn.in_transaction:
-            self._conn.execute("ROLLBACK")

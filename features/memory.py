@@ -21,7 +21,6 @@ import json
 import logging
 import math
 import re
-import sqlite3
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from chatcore.errors import InvalidInput, PluginError
 from chatcore.messages import REPLY_METADATA, ChatContext, Message, Role, new_id, utcnow
 from chatcore.plugins import BaseFeatureExtension, PluginMetadata, PluginType
 from chatcore.result import PluginResult
+from chatcore.store import connect
 
 from ._tokens import (
     MESSAGE_OVERHEAD_TOKENS,
@@ -193,8 +193,7 @@ class MemoryStore:
         if not self.path.is_file():
             raise InvalidInput(f"memory store: {str(self.path)!r} does not exist")
         self._lock = threading.Lock()
-        self._conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-        self._conn.execute("PRAGMA busy_timeout = 5000")
+        self._conn = connect(self.path)
         found = self._conn.execute(
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'memories'"
         ).fetchone()
