@@ -34,14 +34,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# The terminal smoke test drives the app in tmux; install it when it's missing
-# and we may (root with apt), else the test says what is missing.
+# System programs the tests start: tmux (the terminal smoke test) and redis-server
+# (the replication tests run their own servers). Installed when missing and we may
+# (root with apt); otherwise the tests say what is missing, and under CI=true fail.
+SYSTEM_PROGRAMS := tmux redis-server
+
 system-deps:
-	@command -v tmux >/dev/null 2>&1 || { \
+	@for program in $(SYSTEM_PROGRAMS); do \
+		command -v $$program >/dev/null 2>&1 && continue; \
 		if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-			echo "installing tmux (for the terminal smoke test)"; \
-			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq tmux >/dev/null; \
-		else echo "tmux not found: the terminal smoke test will be skipped (CI fails it)"; fi; }
+			echo "installing $$program (the tests start it)"; \
+			apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$program >/dev/null; \
+		else echo "$$program not found: install it (the tests start it)"; fi; \
+	done
 
 pytest: $(STAMP) system-deps
 	$(BIN)/python -m pytest
