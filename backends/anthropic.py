@@ -19,7 +19,7 @@ from anthropic.types import AssistantMessageParam, MessageParam, UserMessagePara
 
 from chatcore.errors import BackendBadRequest, BackendError, BackendUnavailable
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import (
     DEFAULT_MAX_TOKENS,
@@ -69,7 +69,6 @@ class AnthropicBackend(BaseBackendProvider):
     metadata = PluginMetadata(
         name="anthropic",
         version="1.0.0",
-        plugin_type=PluginType.BACKEND_PROVIDER,
         description="Anthropic Claude models through the Messages API",
         tags=("remote", "api-key"),
     )

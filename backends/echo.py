@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import trio
 
 from chatcore.messages import ChatContext, Chunk, Usage
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -35,7 +35,6 @@ class EchoBackend(BaseBackendProvider):
     metadata = PluginMetadata(
         name="echo",
         version="1.0.0",
-        plugin_type=PluginType.BACKEND_PROVIDER,
         description="Deterministic offline echo backend for demos, tests and benchmarks "
         "(not a language model)",
         tags=("offline", "testing"),

@@ -23,7 +23,7 @@ import pydantic
 
 from chatcore.errors import BackendBadRequest, BackendError, BackendUnavailable, ConfigError
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import connection_error, retry_after_seconds, status_error, timeout_error
 
@@ -58,7 +58,6 @@ class OllamaBackend(BaseBackendProvider):
     metadata = PluginMetadata(
         name="ollama",
         version="1.0.0",
-        plugin_type=PluginType.BACKEND_PROVIDER,
         description="Local models through Ollama (https://ollama.com)",
         tags=("local", "offline"),
     )

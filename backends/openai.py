@@ -17,7 +17,7 @@ import openai
 
 from chatcore.errors import BackendBadRequest, BackendError, BackendUnavailable
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import (
     api_key_from,
@@ -68,7 +68,6 @@ class OpenAIBackend(BaseBackendProvider):
     metadata = PluginMetadata(
         name="openai",
         version="1.0.0",
-        plugin_type=PluginType.BACKEND_PROVIDER,
         description="OpenAI chat completions, or any OpenAI-compatible server by base_url "
         "(vLLM, LM Studio, llama.cpp server)",
         tags=("remote", "openai-compatible"),

@@ -22,7 +22,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import trio
 from _report import Report, Row, Summary, conclude, machine, ms, print_table, ratio
@@ -32,7 +32,7 @@ from _report import Report, Row, Summary, conclude, machine, ms, print_table, ra
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from chatcore.messages import ChatContext, Message, Role  # noqa: E402
-from chatcore.plugins import BasePlugin, PluginConfig, PluginHost  # noqa: E402
+from chatcore.plugin import PluginConfig, PluginHost  # noqa: E402
 from chatcore.store import Store  # noqa: E402
 from features._rag_index import RagIndex, fts_query  # noqa: E402
 from features.memory import KV_SUMMARY_KEY, Memory, MemoryStore  # noqa: E402
@@ -40,6 +40,9 @@ from features.rag import Embedder, RagSettings, add_files, embed_missing, retrie
 from processors.content_filter import ContentFilter  # noqa: E402
 from processors.normalizer import Normalizer  # noqa: E402
 from processors.pii_redactor import PIIRedactor  # noqa: E402
+
+if TYPE_CHECKING:
+    from chatcore._plugins import BasePlugin
 
 PROCESSOR_TARGET_MS = 0.2
 MEMORY_TARGET_MS = 1.0

@@ -28,11 +28,10 @@ from chatcore import open_engine
 from chatcore.config import Config, load_config, shipped_config_path
 from chatcore.hooks import HookType
 from chatcore.messages import ChatContext, Message, Role
-from chatcore.plugins import (
+from chatcore.plugin import (
     BaseFeatureExtension,
     BaseMessageProcessor,
     BaseMiddleware,
-    BasePlugin,
     PluginMetadata,
     PluginType,
     hook,
@@ -45,7 +44,8 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 
 if TYPE_CHECKING:
     from chatcore._engine import Engine
-    from chatcore.plugins import BaseBackendProvider, CallNext
+    from chatcore._plugins import BasePlugin
+    from chatcore.plugin import BaseBackendProvider, CallNext
 
 PROMPT = "how long does one turn through the pipeline take"
 BACKEND = "echo"
@@ -127,7 +127,7 @@ class NoopFeature(BaseFeatureExtension):
         return PluginResult.ok(context)
 
 
-class NoopHook(BasePlugin):
+class NoopHook(BaseMessageProcessor):
     """Only a ``@hook`` method: it joins no stage of its own, just BEFORE_MODEL_LOAD."""
 
     metadata = PluginMetadata(name="noop_hook", plugin_type=PluginType.MESSAGE_PROCESSOR)

@@ -29,7 +29,7 @@ import trio
 from chatcore import open_engine
 from chatcore.config import Config, load_config, shipped_config_path
 from chatcore.messages import ChatContext, Message, Role
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 from chatcore.result import PluginResult
 
 if TYPE_CHECKING:

@@ -37,7 +37,7 @@ from textual.widgets import Markdown, Static
 from chatcore import open_engine
 from chatcore.config import Config, load_config, shipped_config_path
 from chatcore.messages import ChatContext, Chunk, Usage
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata, PluginType
 
 # Run as a script, bench/ leads sys.path: bench/backends.py would shadow the `backends`
 # package (the echo backend) and this very file the `tui` package, so `tui` is only

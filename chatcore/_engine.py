@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._plugins import BackgroundJobs, PluginManager, PluginStatus
 from .actors import ActorStatus, Supervisor, open_supervisor
 from .config import Config, load_config
 from .errors import (
@@ -29,7 +30,6 @@ from .errors import (
 from .hooks import HookRegistry
 from .messages import Chunk, Message, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
-from .plugins import BackgroundJobs, PluginManager, PluginStatus
 from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, TurnRecord
 
 if TYPE_CHECKING:
@@ -522,7 +522,7 @@ async def open_engine(
                 await manager.initialize()
                 await engine._restore_stats()
                 if cfg.dev:
-                    from .plugin_watch import PluginWatcher
+                    from ._plugins._watch import PluginWatcher
 
                     await supervisor.start(PluginWatcher(manager))
                 await supervisor.start(writer)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import trio
 
-from .errors import EngineStopped
+from .errors import EngineStopped, describe_error
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -113,10 +113,6 @@ class _Child:
             crashes=self.crashes,
             last_error=self.last_error,
         )
-
-
-def _describe(exc: BaseException) -> str:
-    return f"{type(exc).__name__}: {exc}"
 
 
 def _single(exc: BaseException) -> BaseException:
@@ -237,7 +233,7 @@ class Supervisor:
                 raise error
             if error is not None:
                 child.crashes += 1
-                child.last_error = _describe(error)
+                child.last_error = describe_error(error)
                 if self._on_crash is not None:
                     self._on_crash(child.actor.name, error)
                 if child.restart_type is RestartType.TEMPORARY:
@@ -272,7 +268,7 @@ class Supervisor:
 
     async def _escalate(self, child: _Child, error: Exception | None, count: int) -> None:
         child.state = ActorState.FAILED
-        last = _describe(error) if error is not None else "run() returned"
+        last = describe_error(error) if error is not None else "run() returned"
         name, window = child.actor.name, f"{self._within_s:g} s"
         if all(owner is child for _, owner in self._recent):
             what = f"actor {name!r} crashed {count} times in {window}"

@@ -117,8 +117,8 @@ class _ChatcoreGroup(click.Group):
         if command is not None or cmd_name not in PLUGIN_COMMANDS:
             return command
         plugin, _ = PLUGIN_COMMANDS[cmd_name]
+        from ._plugins import resolve_plugin_class
         from .errors import PluginLoadError
-        from .plugins import resolve_plugin_class
 
         try:
             command = resolve_plugin_class(plugin).cli_command()  # type: ignore[attr-defined]

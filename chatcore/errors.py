@@ -5,7 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
+
+    from ._plugins._scan import ScanFinding
 
 __all__ = [
     "BackendAuthError",
@@ -26,8 +29,18 @@ __all__ = [
     "ModelNotFound",
     "PluginError",
     "PluginLoadError",
+    "PluginProcessError",
+    "PluginRefused",
+    "ScaffoldError",
     "UnknownBackend",
+    "describe_error",
 ]
+
+
+def describe_error(exc: BaseException) -> str:
+    """``TypeName: message`` (just ``TypeName`` when the message is empty), for status and logs."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class ChatcoreError(Exception):
@@ -86,6 +99,26 @@ class PluginError(ChatcoreError):
 
 class PluginLoadError(PluginError):
     """A plugin could not be found, imported, ordered or initialised."""
+
+    exit_code = 2
+
+
+class PluginRefused(PluginLoadError):
+    """The source scan found denied imports or calls in an untrusted plugin."""
+
+    def __init__(self, findings: Sequence[ScanFinding]) -> None:
+        self.findings = list(findings)
+        first = str(self.findings[0])
+        more = len(self.findings) - 1
+        super().__init__(first + (f"; and {more} more" if more else ""))
+
+
+class PluginProcessError(PluginError):
+    """A call to a process-isolated plugin failed because of its process (down, killed, garbled)."""
+
+
+class ScaffoldError(ChatcoreError):
+    """``chatcore plugins new`` cannot write the skeleton (bad name, folder already used)."""
 
     exit_code = 2
 

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import trio
 
-from .errors import HookFailed
+from .errors import HookFailed, describe_error
 from .messages import ChatContext
 from .result import PluginResult
 
@@ -261,8 +261,9 @@ class HookStats:
         return ordered[rank - 1]
 
 
-HookCallback = Callable[[Any, ChatContext], Awaitable[PluginResult[Any] | None]]
-"""``async def hook(value, context) -> PluginResult | None``; None means "seen, unchanged"."""
+HookCallback = Callable[[Any, ChatContext], Awaitable[Any]]
+"""``async def hook(value, context)`` returning the new value, None ("seen, unchanged")
+or a ``PluginResult``."""
 
 
 @dataclass(slots=True, eq=False)
@@ -339,11 +340,6 @@ class HookOutcome(Generic[T]):
 
 async def _call_thunk(call: Callable[[], Awaitable[Any]], _unused: Any) -> Any:
     return await call()
-
-
-def _describe(exc: BaseException) -> str:
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 class HookRegistry:
@@ -429,7 +425,9 @@ class HookRegistry:
             if not reg.breaker.allow():
                 reg.stats.skipped += 1
                 continue
-            result = await self._guard(reg, reg.callback, value, context, context, failures)
+            result = await self._guard(
+                reg, reg.callback, value, context, context, failures, type(value)
+            )
             if result is None or not result.success:
                 continue
             if result.data is not None:
@@ -441,10 +439,11 @@ class HookRegistry:
     async def guarded(
         self,
         registration: HookRegistration,
-        call: Callable[[], Awaitable[PluginResult[T] | None]],
+        call: Callable[[], Awaitable[Any]],
         *,
         context: ChatContext | None = None,
-    ) -> PluginResult[T] | None:
+        expected: type | None = None,
+    ) -> PluginResult[Any] | None:
         """Make one call under ``registration``'s breaker, timeout, stats and error isolation.
 
         For stages that call plugins in shapes other than ``run`` (middleware,
@@ -454,6 +453,7 @@ class HookRegistry:
             registration: whose breaker, timeout and stats apply.
             call: makes the plugin call.
             context: when given, a failure fires the ``ON_ERROR`` hooks with it.
+            expected: the type a plain (not ``PluginResult``) return value must have.
 
         Returns:
             The call's result, a failed result, or None when the registration is
@@ -467,8 +467,8 @@ class HookRegistry:
         if not registration.breaker.allow():
             registration.stats.skipped += 1
             return None
-        result: PluginResult[T] | None = await self._guard(
-            registration, _call_thunk, call, None, context, None
+        result: PluginResult[Any] | None = await self._guard(
+            registration, _call_thunk, call, None, context, None, expected
         )
         return result
 
@@ -480,11 +480,13 @@ class HookRegistry:
         arg2: Any,
         context: ChatContext | None,
         sink: list[HookFailure] | None,
+        expected: type | None,
     ) -> Any:
         """Run ``fn(arg1, arg2)`` for an admitted call and settle its breaker and stats.
 
         The two-argument shape lets ``run`` call the callback directly instead of
-        building a closure per hook.
+        building a closure per hook. A plain return value of the ``expected`` type
+        comes back as ``PluginResult.ok(value)``; one of another type is a failure.
         """
         error: str | None = None
         cause: BaseException | None = None
@@ -503,7 +505,7 @@ class HookRegistry:
                     error = f"TimeoutError: exceeded {timeout_s:g} s"
         except Exception as exc:
             cause = exc
-            error = _describe(exc)
+            error = describe_error(exc)
         except BaseException:
             # Cancelled from outside (or KeyboardInterrupt): no verdict on the plugin.
             reg.stats.calls += 1
@@ -511,17 +513,18 @@ class HookRegistry:
             raise
         elapsed_ms = (time.perf_counter() - start) * 1000.0
 
-        if error is None:
-            if result is None:
-                pass
-            elif not isinstance(result, PluginResult):
+        if error is None and result is not None:
+            if isinstance(result, PluginResult):
+                if not result.success:
+                    error = result.error or "plugin failed"
+            elif expected is None or isinstance(result, expected):
+                result = PluginResult.ok(result)
+            else:
                 error = (
-                    f"TypeError: hook returned {type(result).__name__}, "
-                    "expected PluginResult or None"
+                    f"TypeError: hook returned {type(result).__name__}, expected "
+                    f"{expected.__name__}, None or PluginResult"
                 )
                 result = None
-            elif not result.success:
-                error = result.error or "plugin failed"
 
         if error is None:
             reg.stats.record(elapsed_ms)

@@ -5,43 +5,36 @@ A ``Turn`` (one user message and its reply) flows
     gateway → middleware → processors → features → backend → after → store
 
 Each stage is a ``StageActor`` that receives turns from its inbox and handles
-each one in a task of its own (bounded by a ``CapacityLimiter``), so many
-conversations move through a stage at once. Turns of one conversation are
-ordered by the gateway: a turn starts only when the previous turn of its
-conversation has finished. Chunks of a streamed reply go straight from the
-backend stage to the caller's per-turn channel.
+each one in a worker of its own, so many conversations move through a stage at
+once. Turns of one conversation are ordered by the gateway: a turn starts only
+when the previous turn of its conversation has finished. Chunks of a streamed
+reply go straight from the backend stage to the caller's per-turn channel.
 
-Plugin code runs only through the hook registry, so a failing plugin costs a
-counted failure and never the turn.
+A turn has one owner at a time (see ``_turn``): each stage hands it on, and the
+stage that stores the reply ends it. Plugin code runs only through the hook
+registry, so a failing plugin costs a counted failure and never the turn.
 """
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import random
-import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 
 import trio
 
-from .errors import (
-    BackendError,
-    BackendRateLimited,
-    BackendUnavailable,
-    EngineError,
-    PluginError,
-)
+from ._generation import Generation
+from ._plugins import CallNext, PluginManager, PluginType
+from ._stage import StageActor
+from ._turn import ConversationState, Turn, TurnOptions, sendable
+from .errors import EngineError, PluginError
 from .hooks import HookRegistry, HookType
-from .messages import REPLY_METADATA, ChatContext, Chunk, Message, MessageStatus, Role
-from .plugins import CallNext, PluginManager, PluginType
-from .result import PluginResult
+from .messages import ChatContext, Chunk, Message, MessageStatus, Role
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
 
-    from .plugins import BaseFeatureExtension, BaseMiddleware, LoadedPlugin
+    from ._plugins import BaseFeatureExtension, BaseMiddleware, LoadedPlugin
     from .store import Store, StoreWriter
 
 __all__ = [
@@ -57,168 +50,6 @@ ABANDON_WRITE_TIMEOUT_S = 5.0
 """How long a stopping worker may take to store the turn it held."""
 
 STAGE_NAMES = ("gateway", "middleware", "processors", "features", "backend", "after")
-
-
-@dataclass(eq=False)
-class ConversationState:
-    """What the engine keeps in memory about one conversation."""
-
-    id: str
-    history: tuple[Message, ...] | None = None
-    """What the backend sees of earlier turns, oldest first: stored messages with
-    content that aren't errors. Loaded on the first turn, then extended in place of
-    rereading, so a long conversation doesn't cost a rescan per turn."""
-    last_turn: Turn | None = None
-
-    def extend(self, messages: tuple[Message, ...]) -> None:
-        if self.history is not None:
-            self.history = (*self.history, *filter(_sendable, messages))
-
-
-def _sendable(message: Message) -> bool:
-    return bool(message.content) and message.status is not _ERROR
-
-
-_ERROR = MessageStatus.ERROR
-
-
-@dataclass(frozen=True, slots=True)
-class TurnOptions:
-    backend: str
-    model: str | None = None
-    system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-
-
-@dataclass(eq=False)
-class Turn:
-    """One user message on its way through the pipeline, and what became of it."""
-
-    conversation: ConversationState
-    text: str
-    options: TurnOptions
-    chunks: trio.MemorySendChannel[Chunk] | None = None
-    """The caller's channel for streamed pieces; None when the caller wants the whole reply."""
-    previous: Turn | None = None
-    context: ChatContext | None = None
-    user_message: Message | None = None
-    reply: Message | None = None
-    error: BaseException | None = None
-    short_circuited_by: str | None = None
-    parts: list[str] = field(default_factory=list)
-    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
-    persisted: trio.Event = field(default_factory=trio.Event)
-    finished: trio.Event = field(default_factory=trio.Event)
-    sent_downstream: bool = False
-    in_middleware: bool = False
-    """A middleware task waits for ``persisted`` and completes the turn itself."""
-    completed: bool = False
-    started_at: float = field(default_factory=time.perf_counter)
-
-    def cancel(self) -> None:
-        """Stop generating; what was streamed so far is kept as a ``partial`` reply."""
-        self.cancel_scope.cancel()
-
-    on_finished: Callable[[Turn], None] | None = None
-    """Called once when the turn finishes (the engine forgets it then)."""
-
-    def finish(self, error: BaseException | None = None) -> None:
-        if error is not None and self.error is None:
-            self.error = error
-        if self.finished.is_set():
-            return
-        if self.chunks is not None:
-            self.chunks.close()
-        self.finished.set()
-        if self.on_finished is not None:
-            self.on_finished(self)
-
-    def salvage_reply(self, reason: str) -> Message:
-        """The reply to store for a turn the pipeline could not finish.
-
-        It is kept on the turn, so storing it twice writes the same message id
-        (an upsert) rather than a second reply.
-        """
-        if self.reply is None:
-            self.reply = Message(
-                role=Role.ASSISTANT,
-                content="".join(self.parts),
-                status=MessageStatus.PARTIAL if self.parts else MessageStatus.ERROR,
-                metadata={"error": reason},
-            )
-        return self.reply
-
-
-class StageActor:
-    """A pipeline stage: a pool of worker tasks, each handling one turn at a time.
-
-    The pool starts with one worker and grows, up to ``concurrency``, whenever a
-    turn arrives and no worker is idle; so a stage costs one task switch per turn
-    rather than a task spawn, and many conversations still move through it at once.
-    """
-
-    def __init__(
-        self,
-        name: str,
-        handler: Callable[[Turn], Awaitable[None]],
-        on_error: Callable[[Turn, Exception], Awaitable[None]],
-        on_abandon: Callable[[Turn, BaseException], Awaitable[None]],
-        *,
-        capacity: int,
-        concurrency: int,
-    ) -> None:
-        self.name = name
-        self._handler = handler
-        self._on_error = on_error
-        self._on_abandon = on_abandon
-        self.send_channel, self._inbox = trio.open_memory_channel[Turn](capacity)
-        self._max_workers = concurrency
-        self._workers = 0
-        self._idle = 0
-        self._nursery: trio.Nursery | None = None
-
-    async def run(self, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
-        async with trio.open_nursery() as nursery:
-            self._nursery = nursery
-            self._workers = self._idle = 0
-            self._add_worker()
-            task_status.started()
-
-    def _add_worker(self) -> None:
-        assert self._nursery is not None
-        self._workers += 1
-        self._nursery.start_soon(self._work)
-
-    async def _work(self) -> None:
-        while True:
-            self._idle += 1
-            try:
-                turn = await self._inbox.receive()
-            finally:
-                self._idle -= 1
-            if not self._idle and self._workers < self._max_workers:
-                self._add_worker()
-            try:
-                try:
-                    await self._handler(turn)
-                except Exception as exc:
-                    try:
-                        await self._on_error(turn, exc)
-                    except Exception as second:
-                        # Failing while failing (a fail_fast hook in the error path) is
-                        # still this turn's failure, not the stage's: keep the stage up.
-                        turn.finish(second)
-            except BaseException as exc:
-                # This worker is going away (a crash here, a restart, shutdown): the
-                # turn it holds must still end, with what the user said stored.
-                with trio.CancelScope(shield=True):
-                    await self._on_abandon(turn, exc)
-                raise
-
-    def statistics(self) -> tuple[int, int, int]:
-        """(queued turns, workers, idle workers)."""
-        return (self._inbox.statistics().current_buffer_used, self._workers, self._idle)
 
 
 class Pipeline:
@@ -240,7 +71,7 @@ class Pipeline:
         self.store = store
         self.writer = writer
         self.default_system = default_system
-        self.fallbacks = tuple(manager.config.router.fallbacks)
+        self.generation = Generation(manager, hooks)
         self._reader_lock = trio.Lock()
 
         def stage(name: str, handler: Callable[[Turn], Awaitable[None]]) -> StageActor:
@@ -278,14 +109,14 @@ class Pipeline:
         if conversation.history is None:
             async with self._reader_lock:
                 stored = await trio.to_thread.run_sync(self.store.get_messages, conversation.id)
-            conversation.history = tuple(filter(_sendable, stored))
+            conversation.history = tuple(filter(sendable, stored))
         opts = turn.options
         turn.user_message = Message(role=Role.USER, content=turn.text)
         context = ChatContext(
             conversation_id=conversation.id,
             messages=(*conversation.history, turn.user_message),
             backend=opts.backend,
-            model=opts.model or self._backend_model(opts.backend),
+            model=opts.model or self.generation.backend_model(opts.backend),
             temperature=opts.temperature,
             max_tokens=opts.max_tokens,
             stream=turn.chunks is not None,
@@ -299,9 +130,8 @@ class Pipeline:
                 await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
                 return
         # The gateway hands the turn on and is done with it: whoever stores the
-        # reply completes the turn, so no task waits idle for each turn in flight.
+        # reply ends the turn, so no task waits idle for each turn in flight.
         if self.manager.active(PluginType.MIDDLEWARE):
-            turn.in_middleware = True
             await self.middleware.send_channel.send(turn)
         else:
             await self._to_processors(turn)
@@ -321,11 +151,17 @@ class Pipeline:
         else:
             await self.backend.send_channel.send(turn)
 
+    async def _end(self, turn: Turn) -> None:
+        """The reply is stored: hand the turn back to the middleware task waiting for it
+        (which completes it once the onion returns), or complete it here."""
+        hand_back, turn.hand_back = turn.hand_back, None
+        if hand_back is not None:
+            hand_back()
+        else:
+            await self._complete(turn)
+
     async def _complete(self, turn: Turn) -> None:
-        """Run ON_REQUEST_COMPLETE and hand the result to the caller (once)."""
-        if turn.completed:
-            return
-        turn.completed = True
+        """The owner's last step: ON_REQUEST_COMPLETE, then the caller is woken."""
         try:
             if turn.reply is not None and self.hooks.has(HookType.ON_REQUEST_COMPLETE):
                 assert turn.context is not None
@@ -336,16 +172,20 @@ class Pipeline:
     async def _middleware(self, turn: Turn) -> None:
         chain = self.manager.active(PluginType.MIDDLEWARE)
         assert turn.context is not None
+        sent = False
 
         async def innermost(context: ChatContext) -> Message:
-            if turn.sent_downstream:
+            nonlocal sent
+            if sent:
                 raise PluginError(
                     "a middleware called call_next twice; a turn goes down the pipeline once"
                 )
-            turn.sent_downstream = True
+            sent = True
             turn.context = context
+            stored = trio.Event()
+            turn.hand_back = stored.set
             await self._to_processors(turn)
-            await turn.persisted.wait()
+            await stored.wait()
             assert turn.reply is not None
             return turn.reply
 
@@ -353,7 +193,6 @@ class Pipeline:
         for record in reversed(chain):
             call = self._wrap_middleware(record, call, turn)
         reply = await call(turn.context)
-        turn.in_middleware = False
         if not turn.persisted.is_set():
             # A middleware answered without calling call_next (a cache hit, a refusal).
             await self._answer_directly(turn, reply, turn.short_circuited_by)
@@ -373,14 +212,17 @@ class Pipeline:
                 reached_inner = True
                 return await inner(ctx)
 
-            async def attempt() -> PluginResult[Message]:
-                return PluginResult.ok(await handle(context, call_next))
+            async def attempt() -> Message:
+                return await handle(context, call_next)
 
-            result = await self.hooks.guarded(registration, attempt, context=context)
+            result = await self.hooks.guarded(
+                registration, attempt, context=context, expected=Message
+            )
             if result is not None and result.success and result.data is not None:
                 if not reached_inner and turn.short_circuited_by is None:
                     turn.short_circuited_by = record.name
-                return result.data
+                reply: Message = result.data
+                return reply
             # The middleware failed, timed out or is paused: the turn goes on without it.
             if reached_inner and turn.persisted.is_set():
                 assert turn.reply is not None
@@ -413,6 +255,7 @@ class Pipeline:
                     cast("BaseFeatureExtension", record.instance).enrich, turn.context
                 ),
                 context=turn.context,
+                expected=ChatContext,
             )
             if result is None or not result.success:
                 continue
@@ -432,169 +275,11 @@ class Pipeline:
             if outcome.reply is not None:
                 await self._answer_directly(turn, outcome.reply, outcome.short_circuited_by)
                 return
-        await self._generate(turn, turn.context, unhooked)
+        await self.generation.generate(turn, turn.context, unhooked)
         if self.hooks.has(HookType.AFTER_MESSAGE):
             await self.after.send_channel.send(turn)
         else:
             await self._persist(turn)
-
-    async def _generate(self, turn: Turn, context: ChatContext, unhooked: ChatContext) -> None:
-        """Get the reply from the turn's backend, retrying and falling back as configured.
-
-        A retryable error (unreachable, timeout, rate limit, server error) is retried
-        with jittered exponential backoff (a server's Retry-After wins) while the
-        backend's circuit allows; when retries are spent or the circuit is open, the
-        turn moves to the next backend of ``[router] fallbacks``. Nothing is retried
-        once text has streamed: what arrived is kept as a ``partial`` reply. Errors a
-        person must fix (auth, bad request, unknown model) fail the turn at once.
-        ``BEFORE_MODEL_LOAD`` runs again for each fallback, on the context as it was
-        before the hooks (``unhooked``): a hook may treat backends differently (the PII
-        redactor redacts for cloud backends only).
-        """
-        primary = context.backend
-        candidates = [primary, *(b for b in self.fallbacks if b != primary)]
-        attempt = _Attempt(context)
-        failed: list[str] = []
-        with turn.cancel_scope:
-            for name in candidates:
-                if name != primary:
-                    model = turn.options.model or self._backend_model(name)
-                    candidate = unhooked.replace(backend=name, model=model)
-                    if self.hooks.has(HookType.BEFORE_MODEL_LOAD):
-                        outcome = await self.hooks.run(
-                            HookType.BEFORE_MODEL_LOAD, candidate, candidate
-                        )
-                        candidate = outcome.value
-                    attempt = _Attempt(candidate)
-                fall_back = await self._call_backend(turn, attempt)
-                if attempt.error is None or not fall_back or turn.parts:
-                    break
-                failed.append(name)
-        if turn.cancel_scope.cancel_called and attempt.error is None:
-            status = MessageStatus.PARTIAL
-        elif attempt.error is not None:
-            status = MessageStatus.PARTIAL if turn.parts else MessageStatus.ERROR
-        else:
-            status = MessageStatus.COMPLETE
-        # Features leave what the reply should carry (RAG's citations, say) here.
-        metadata: dict[str, Any] = {**context.metadata.get(REPLY_METADATA, {})}
-        metadata["backend"] = attempt.context.backend
-        if failed and attempt.error is None:
-            metadata["fallback_from"] = failed
-        if attempt.error is not None:
-            others = [b for b in failed if b != attempt.context.backend]
-            if others:
-                attempt.error.add_note(f"also failed: {', '.join(others)}")
-            metadata["error"] = str(attempt.error)
-            turn.error = attempt.error
-        turn.context = attempt.context
-        turn.reply = Message(
-            role=Role.ASSISTANT,
-            content="".join(turn.parts),
-            model=attempt.model,
-            tokens_in=attempt.tokens_in,
-            tokens_out=attempt.tokens_out,
-            status=status,
-            metadata=metadata,
-        )
-
-    async def _call_backend(self, turn: Turn, attempt: _Attempt) -> bool:
-        """Call one backend, with its retries; return whether a failure may fall back."""
-        context = attempt.context
-        name = context.backend
-        record = await self.manager.ensure_backend(name)
-        stats, breaker = record.stats, record.breaker
-        settings = self._retry_settings(name)
-        retries = 0
-        while True:
-            if not breaker.allow():
-                stats.skipped += 1
-                attempt.error = attempt.error or BackendUnavailable(
-                    f"backend {name!r} is failing (its circuit opened after "
-                    f"{breaker.consecutive_failures} consecutive errors; next try in at most "
-                    f"{breaker.reset_timeout_s:g} s); switch backend with --backend",
-                    backend=name,
-                )
-                return True
-            attempt.error = None
-            started = time.perf_counter()
-            try:
-                await self._receive(turn, attempt)
-            except BackendError as exc:
-                attempt.error = exc
-            except Exception as exc:
-                attempt.error = _backend_error(name, exc)
-            except BaseException:
-                breaker.release()  # cancelled from outside: no verdict on the backend
-                raise
-            elapsed_ms = (time.perf_counter() - started) * 1000.0
-            error = attempt.error
-            if error is None:
-                if turn.cancel_scope.cancel_called:
-                    # Stopped by the caller: says nothing about the backend's health,
-                    # and its duration is the caller's patience, not the backend's latency.
-                    breaker.release()
-                    stats.calls += 1
-                else:
-                    breaker.record_success()
-                    stats.record(elapsed_ms)
-                return False
-            breaker.record_failure()
-            stats.record(elapsed_ms, str(error))
-            if turn.parts or not error.retryable:
-                return False
-            if retries >= settings.max_retries:
-                return True
-            retries += 1
-            await trio.sleep(settings.delay(retries, error))
-
-    async def _receive(self, turn: Turn, attempt: _Attempt) -> None:
-        """Stream one reply from the backend into the turn.
-
-        Even a caller that wants the whole reply gets it through the stream: what
-        arrived before a failure or a cancel is kept as a ``partial`` reply.
-        """
-        context = attempt.context
-        provider = self.manager.get_backend_provider(context.backend)
-        chunk_hooks = self.hooks.has(HookType.ON_STREAM_CHUNK)
-        sent = 0
-        async for received in provider.stream(context):
-            chunk = received
-            if chunk_hooks:
-                chunk = (await self.hooks.run(HookType.ON_STREAM_CHUNK, chunk, context)).value
-            if chunk.text:
-                # Only text counts as "something streamed": a processor holding text
-                # back (an empty chunk) must not stop a retry or a fallback.
-                turn.parts.append(chunk.text)
-            if chunk.usage is not None:
-                attempt.tokens_in = chunk.usage.tokens_in
-                attempt.tokens_out = chunk.usage.tokens_out
-            if chunk.model:
-                attempt.model = chunk.model
-            if turn.chunks is not None:
-                sent += 1
-                try:
-                    if sent == 1:
-                        # The first piece goes out with a scheduling pass, so the
-                        # caller sees it at once.
-                        await turn.chunks.send(chunk)
-                    else:
-                        # Later pieces are buffered without one: the caller catches
-                        # up whenever the backend waits for the network, which saves
-                        # two task switches per piece.
-                        try:
-                            turn.chunks.send_nowait(chunk)
-                        except trio.WouldBlock:
-                            await turn.chunks.send(chunk)
-                except (trio.BrokenResourceError, trio.ClosedResourceError):
-                    # The caller stopped listening: stop, keep what we have.
-                    turn.cancel_scope.cancel()
-
-    def _retry_settings(self, backend: str) -> _RetrySettings:
-        config = self.manager.config.backends[backend]
-        return _RetrySettings(
-            config.max_retries, config.retry_backoff_seconds, config.retry_backoff_max_seconds
-        )
 
     async def _after(self, turn: Turn) -> None:
         assert turn.context is not None and turn.reply is not None
@@ -620,6 +305,7 @@ class Pipeline:
         await self._persist(turn)
 
     async def _persist(self, turn: Turn) -> None:
+        """Store the user message and the reply, then end the turn (``_end``)."""
         from .store import TurnRecord
 
         assert turn.user_message is not None and turn.reply is not None
@@ -638,20 +324,18 @@ class Pipeline:
         else:
             turn.conversation.extend(record.messages)
         turn.persisted.set()
-        if not turn.in_middleware:
-            await self._complete(turn)
+        await self._end(turn)
 
     async def _stage_failed(self, turn: Turn, exc: Exception) -> None:
         """A stage raised outside plugin isolation: fail this turn, keep what the user said."""
         turn.error = turn.error or exc
-        try:
-            if not turn.persisted.is_set() and turn.user_message is not None:
-                turn.salvage_reply(str(exc))
-                turn.in_middleware = False
-                await self._persist(turn)
-        finally:
-            turn.persisted.set()
-            turn.completed = True
+        if turn.persisted.is_set():
+            # Stored already: what failed came after (completing it). End it here.
+            turn.finish()
+        elif turn.user_message is not None:
+            turn.salvage_reply(str(exc))
+            await self._persist(turn)
+        else:
             turn.finish()
 
     async def _abandon(self, turn: Turn, exc: BaseException) -> None:
@@ -672,44 +356,8 @@ class Pipeline:
         except Exception as write_error:
             turn.error.add_note(f"and storing it failed: {write_error!r}")
         finally:
+            # A middleware task waiting for this reply must not wait forever.
+            hand_back, turn.hand_back = turn.hand_back, None
+            if hand_back is not None:
+                hand_back()
             turn.finish()
-
-    def _backend_model(self, backend: str) -> str | None:
-        try:
-            model = self.manager.backend_record(backend).plugin_config.config.get("model")
-        except PluginError:
-            return None
-        return str(model) if model else None
-
-
-@dataclass(eq=False)
-class _Attempt:
-    """What one backend produced for a turn: usage and model, or the error."""
-
-    context: ChatContext
-    model: str | None = None
-    tokens_in: int | None = None
-    tokens_out: int | None = None
-    error: BackendError | None = None
-
-    def __post_init__(self) -> None:
-        self.model = self.context.model
-
-
-@dataclass(frozen=True, slots=True)
-class _RetrySettings:
-    max_retries: int
-    backoff_s: float
-    backoff_max_s: float
-
-    def delay(self, retry: int, error: BackendError) -> float:
-        """Full jitter, doubling per retry; the server's Retry-After wins (both capped)."""
-        if isinstance(error, BackendRateLimited) and error.retry_after is not None:
-            return min(error.retry_after, self.backoff_max_s)
-        return random.uniform(0, min(self.backoff_max_s, self.backoff_s * 2 ** (retry - 1)))
-
-
-def _backend_error(name: str, exc: BaseException) -> BackendError:
-    error = BackendError(f"backend {name!r} failed: {type(exc).__name__}: {exc}")
-    error.__cause__ = exc
-    return error

@@ -24,7 +24,7 @@ import trio
 
 from .errors import BackendError, ConversationNotFound, InvalidInput, UnknownBackend
 from .hooks import HookType
-from .messages import Role
+from .messages import Message, Role
 from .result import PluginResult
 from .store import DB_FILENAME, Store, StoreError
 
@@ -33,7 +33,7 @@ if TYPE_CHECKING:
 
     from .config import Config
     from .hooks import HookCallback, HookRegistry
-    from .messages import ChatContext, Message
+    from .messages import ChatContext
 
 __all__ = [
     "SNAPSHOT_ATTEMPTS",
@@ -238,13 +238,14 @@ class _ChangeRecorder:
             registration.callback = self._observe(registration.name, registration.callback)
 
     def _observe(self, plugin: str, callback: HookCallback) -> HookCallback:
-        async def observed(message: Message, context: ChatContext) -> PluginResult[Message] | None:
+        async def observed(message: Message, context: ChatContext) -> Any:
             result = await callback(message, context)
-            # The same test HookRegistry.run applies before it takes a hook's value.
-            if isinstance(result, PluginResult) and result.success and result.data is not None:
-                after = result.data
-                if after.content != message.content:
-                    self.changes.append(ProcessorChange(plugin, message.content, after.content))
+            # The same tests HookRegistry.run applies before it takes a hook's value.
+            after = result
+            if isinstance(result, PluginResult):
+                after = result.data if result.success else None
+            if isinstance(after, Message) and after.content != message.content:
+                self.changes.append(ProcessorChange(plugin, message.content, after.content))
             return result
 
         return observed

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
+from .errors import describe_error
+
 if TYPE_CHECKING:
     from collections.abc import Callable, Mapping
 
@@ -42,10 +44,7 @@ class PluginResult(Generic[T]):
 
     @classmethod
     def fail(cls, error: str | BaseException, **metadata: Any) -> PluginResult[T]:
-        if isinstance(error, BaseException):
-            text = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-        else:
-            text = error
+        text = describe_error(error) if isinstance(error, BaseException) else error
         return cls(False, None, text, metadata=MappingProxyType(metadata) if metadata else _EMPTY)
 
     @classmethod
@@ -83,9 +82,6 @@ class PluginResult(Generic[T]):
             execution_time_ms=self.execution_time_ms + nxt.execution_time_ms,
             metadata={**self.metadata, **nxt.metadata},
         )
-
-    def with_timing(self, execution_time_ms: float) -> PluginResult[T]:
-        return dataclasses.replace(self, execution_time_ms=execution_time_ms)
 
     def unwrap(self) -> T:
         """Return the data of a success, or raise ``ValueError`` with the error."""

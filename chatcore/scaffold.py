@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from .errors import ChatcoreError
+from .errors import ScaffoldError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -22,12 +22,6 @@ __all__ = ["PLUGIN_TYPES", "Scaffold", "ScaffoldError", "write_skeleton"]
 
 PLUGIN_TYPES = ("processor", "feature", "middleware", "backend")
 _NAME = re.compile(r"[a-z][a-z0-9_]{0,62}")
-
-
-class ScaffoldError(ChatcoreError):
-    """The skeleton cannot be written (bad name, folder already used)."""
-
-    exit_code = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,19 +88,19 @@ _PROCESSOR = '''\
 """__NAME__: a chatcore message processor.
 
 It sees every user message before the backend does (the BEFORE_MESSAGE hook)
-and may change it, or answer the turn itself with ``PluginResult.short_circuit``.
+and returns it (changed or not), or answers the turn itself by returning
+``PluginResult.short_circuit(...)``.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
-from chatcore.result import PluginResult
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from chatcore.messages import ChatContext, Message
+    from chatcore.plugin import ChatContext, Message
 
 
 class Settings(BaseModel):
@@ -124,16 +118,13 @@ class __CLASS__(BaseMessageProcessor):
     metadata = PluginMetadata(
         name="__NAME__",
         version="0.1.0",
-        plugin_type=PluginType.MESSAGE_PROCESSOR,
         description="Puts a prefix in front of each user message",
     )
     settings_model: ClassVar[type[BaseModel]] = Settings
     settings: Settings
 
-    async def process_message(
-        self, message: Message, context: ChatContext
-    ) -> PluginResult[Message]:
-        return PluginResult.ok(message.replace(content=self.settings.prefix + message.content))
+    async def process_message(self, message: Message, context: ChatContext) -> Message:
+        return message.replace(content=self.settings.prefix + message.content)
 '''
 
 _FEATURE = '''\
@@ -148,13 +139,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from chatcore.messages import REPLY_METADATA
-from chatcore.plugins import BaseFeatureExtension, PluginMetadata, PluginType
-from chatcore.result import PluginResult
+from chatcore.plugin import REPLY_METADATA, BaseFeatureExtension, PluginMetadata
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from chatcore.messages import ChatContext
+    from chatcore.plugin import ChatContext
 
 
 class Settings(BaseModel):
@@ -172,19 +161,17 @@ class __CLASS__(BaseFeatureExtension):
     metadata = PluginMetadata(
         name="__NAME__",
         version="0.1.0",
-        plugin_type=PluginType.FEATURE_EXTENSION,
         description="Adds a note to the system prompt",
     )
     settings_model: ClassVar[type[BaseModel]] = Settings
     settings: Settings
 
-    async def enrich(self, context: ChatContext) -> PluginResult[ChatContext]:
+    async def enrich(self, context: ChatContext) -> ChatContext:
         note = self.settings.note
         system = f"{context.system}\\n\\n{note}" if context.system else note
-        enriched = context.replace(system=system).with_metadata(
+        return context.replace(system=system).with_metadata(
             **{REPLY_METADATA: {"__NAME__": {"note": note}}}
         )
-        return PluginResult.ok(enriched)
 '''
 
 _MIDDLEWARE = '''\
@@ -199,13 +186,11 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, ClassVar
 
-from chatcore.messages import Message, Role
-from chatcore.plugins import BaseMiddleware, PluginMetadata, PluginType
+from chatcore.plugin import BaseMiddleware, Message, PluginMetadata, Role
 from pydantic import BaseModel, ConfigDict
 
 if TYPE_CHECKING:
-    from chatcore.messages import ChatContext
-    from chatcore.plugins import CallNext
+    from chatcore.plugin import CallNext, ChatContext
 
 
 class Settings(BaseModel):
@@ -223,7 +208,6 @@ class __CLASS__(BaseMiddleware):
     metadata = PluginMetadata(
         name="__NAME__",
         version="0.1.0",
-        plugin_type=PluginType.MIDDLEWARE,
         description="Counts turns and answers a status command",
     )
     settings_model: ClassVar[type[BaseModel]] = Settings
@@ -253,13 +237,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatcore.messages import Chunk
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, Chunk, PluginMetadata
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
-    from chatcore.messages import ChatContext
+    from chatcore.plugin import ChatContext
 
 
 class __CLASS__(BaseBackendProvider):
@@ -268,7 +251,6 @@ class __CLASS__(BaseBackendProvider):
     metadata = PluginMetadata(
         name="__NAME__",
         version="0.1.0",
-        plugin_type=PluginType.BACKEND_PROVIDER,
         description="Replies with the user's words reversed (a skeleton backend)",
     )
 
@@ -299,7 +281,7 @@ from chatcore import open_engine
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from chatcore.messages import Message
+    from chatcore.plugin import Message
 
 CONFIG = """\\
 default_backend = "echo"

@@ -31,7 +31,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore.errors import InvalidInput, PluginError
 from chatcore.messages import REPLY_METADATA, ChatContext, Message, Role, new_id, utcnow
-from chatcore.plugins import BaseFeatureExtension, PluginMetadata, PluginType
+from chatcore.plugin import BaseFeatureExtension, PluginMetadata
 from chatcore.result import PluginResult
 from chatcore.store import connect
 
@@ -375,7 +375,6 @@ class Memory(BaseFeatureExtension):
     metadata = PluginMetadata(
         name="memory",
         version="1.0.0",
-        plugin_type=PluginType.FEATURE_EXTENSION,
         description="History within a token budget, running summary, long-term memory",
         tags=("memory", "context"),
         permissions=("store",),

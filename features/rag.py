@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from chatcore.cli import config_option, json_option, load_command_config, print_json, run_guarded
 from chatcore.errors import ChatcoreError, PluginError
 from chatcore.messages import REPLY_METADATA
-from chatcore.plugins import BaseFeatureExtension, PluginMetadata, PluginType
+from chatcore.plugin import BaseFeatureExtension, PluginMetadata
 from chatcore.result import PluginResult
 
 from ._ingest import (
@@ -362,7 +362,6 @@ class Rag(BaseFeatureExtension):
     metadata = PluginMetadata(
         name="rag",
         version="1.0.0",
-        plugin_type=PluginType.FEATURE_EXTENSION,
         description="Answers from your documents: retrieved passages with citations",
         tags=("rag", "retrieval"),
         permissions=("store",),
@@ -477,7 +476,7 @@ def _warn(message: str) -> None:
 
 def _engine_backend(engine: Engine) -> Callable[[str], Awaitable[Any]]:
     async def get(name: str) -> Any:
-        from chatcore.plugins import PluginState
+        from chatcore.plugin import PluginState
 
         record = await engine.plugins.ensure_backend(name)
         if record.lifecycle.state is not PluginState.ACTIVE or record.instance is None:

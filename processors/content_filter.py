@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from chatcore.messages import Message, MessageStatus
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata
 from chatcore.result import PluginResult
 
 from ._streaming import StreamStates
@@ -330,7 +330,6 @@ class ContentFilter(BaseMessageProcessor):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="content_filter",
         version="1.0.0",
-        plugin_type=PluginType.MESSAGE_PROCESSOR,
         description="Word lists and regular expressions: block with a refusal, mask, or flag",
         tags=("filter", "safety"),
     )

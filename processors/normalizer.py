@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata
 from chatcore.result import PluginResult
 
 if TYPE_CHECKING:
@@ -70,7 +70,6 @@ class Normalizer(BaseMessageProcessor):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="normalizer",
         version="1.0.0",
-        plugin_type=PluginType.MESSAGE_PROCESSOR,
         description="Unicode NFC, control characters stripped, blank lines collapsed, trimmed",
         tags=("text",),
     )

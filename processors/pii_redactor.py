@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore.hooks import HookType
 from chatcore.messages import MessageStatus
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType, hook
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, hook
 from chatcore.result import PluginResult
 
 from ._streaming import StreamStates
@@ -481,7 +481,6 @@ class PIIRedactor(BaseMessageProcessor):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="pii_redactor",
         version="1.0.0",
-        plugin_type=PluginType.MESSAGE_PROCESSOR,
         description="Reversible redaction of e-mails, phones, cards, IBANs, IPs and secrets "
         "for cloud backends",
         tags=("privacy", "redaction"),

@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict
 from chatcore import ChatContext, Chunk, Message, PluginResult, Usage
 from chatcore.hooks import HookType
 from chatcore.messages import REPLY_METADATA
-from chatcore.plugins import (
+from chatcore.plugin import (
     BaseBackendProvider,
     BaseFeatureExtension,
     BaseMessageProcessor,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 
 from chatcore.messages import ChatContext, Message
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 from chatcore.result import PluginResult
 
 

@@ -27,7 +27,7 @@ from chatcore.errors import (
     ModelNotFound,
 )
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
-from chatcore.plugins import PluginConfig
+from chatcore.plugin import PluginConfig
 
 pytestmark = pytest.mark.trio
 

@@ -417,7 +417,7 @@ async def test_a_plugin_that_always_raises_opens_its_circuit_and_turns_go_on(
     async with open_engine(config) as engine:
         conversation = engine.conversation()
 
-        def status() -> chatcore.plugins.PluginStatus:
+        def status() -> chatcore.plugin.PluginStatus:
             return engine.plugins.get_plugin_status()["always_fails"]
 
         for i in range(5):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from conftest import TESTS_DIR, subprocess_env
 
-from chatcore.plugin_scan import module_source_files
+from chatcore._plugins._scan import module_source_files
 
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
 BASE = 'default_backend = "echo"\n[backends.echo]\nplugin = "echo"\n'

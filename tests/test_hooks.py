@@ -362,13 +362,35 @@ async def test_a_hook_returning_something_else_is_a_failure() -> None:
     registry = HookRegistry()
 
     async def sloppy(value: str, context: ChatContext) -> Any:
-        return "not a result"
+        return 42
 
     reg = HookRegistration("sloppy", BM, sloppy)
     registry.register(reg)
     outcome = await registry.run(BM, "v", CTX)
     assert outcome.value == "v"
-    assert reg.stats.last_error == "TypeError: hook returned str, expected PluginResult or None"
+    assert (
+        reg.stats.last_error == "TypeError: hook returned int, expected str, None or PluginResult"
+    )
+
+
+async def test_a_hook_may_return_the_new_value_itself() -> None:
+    registry = HookRegistry()
+
+    async def shout(value: str, context: ChatContext) -> str:
+        return value.upper()
+
+    async def unchanged(value: str, context: ChatContext) -> None:
+        return None
+
+    async def wrapped(value: str, context: ChatContext) -> PluginResult[str]:
+        return PluginResult.ok(value + "!")
+
+    for name, callback in (("shout", shout), ("unchanged", unchanged), ("wrapped", wrapped)):
+        registry.register(HookRegistration(name, BM, callback))
+    outcome = await registry.run(BM, "v", CTX)
+    assert outcome.value == "V!"
+    assert outcome.failures == ()
+    assert [m.calls for m in registry.metrics()] == [1, 1, 1]
 
 
 async def test_timeout_cuts_the_hook_off_and_is_counted(

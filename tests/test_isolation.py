@@ -17,7 +17,7 @@ from chatcore import ChatContext, Chunk, Message, MessageStatus, PluginResult, U
 from chatcore.cli import cli
 from chatcore.errors import PluginLoadError
 from chatcore.hooks import HookFailure, HookType
-from chatcore.isolation import from_wire, to_wire, wire_json
+from chatcore.isolation._wire import from_wire, to_wire, wire_json
 from chatcore.messages import REPLY_METADATA
 
 pytestmark = pytest.mark.trio
@@ -318,10 +318,58 @@ async def test_plugins_json_shows_the_process(write_config: WriteConfig) -> None
 
 
 async def test_process_isolation_outside_an_engine_is_a_clear_error() -> None:
+    from chatcore._plugins import PluginManager
     from chatcore.config import load_config
-    from chatcore.plugins import PluginManager
 
     config = load_config(None, env={}, default_backend="echo")
     manager = PluginManager(config)
     with pytest.raises(PluginLoadError, match="needs a running engine"):
         await manager.load_plugin(f"{PLUGINS}.wellbehaved:Shouter", isolation="process")
+
+
+async def test_a_plugin_written_the_new_way_runs_in_a_process(write_config: WriteConfig) -> None:
+    config = write_config(BASE + entry("wellbehaved:Whisper"))
+    async with open_engine(config) as engine:
+        reply = await engine.conversation().send("QUIET Please")
+        status = engine.status().plugins["whisper"]
+    assert reply.content == "echo: quiet please"
+    assert (status.state, status.calls, status.failures) == ("active", 2, 0)
+    assert status.process is not None and status.process["state"] == "running"
+
+
+async def test_a_child_that_keeps_crashing_is_given_up_on_and_the_engine_goes_on(
+    write_config: WriteConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from chatcore.isolation import _process
+
+    monkeypatch.setattr(_process, "PROCESS_MAX_RESTARTS", 2)
+    limits = {"circuit_failure_threshold": 100, "timeout_seconds": 5}
+    config = write_config(
+        BASE + entry("misbehaving:Exiter", **limits) + entry("wellbehaved:Shouter")
+    )
+    async with open_engine(config) as engine:
+        conversation = engine.conversation()
+
+        def exiter() -> dict[str, Any]:
+            process = engine.status().plugins["exiter"].process
+            assert process is not None
+            return dict(process)
+
+        for n in range(8):
+            reply = await conversation.send(f"turn {n}")
+            assert reply.content == f"echo: TURN {n}"
+            if exiter()["state"] == "failed":
+                break
+            await wait_for(lambda: exiter()["state"] in ("running", "failed"))
+        process = exiter()
+        actors = {a.name: a for a in engine.status().actors}
+        after = await conversation.send("still answered")
+    # Three crashes: the first and two restarts; a third restart would exceed the intensity.
+    assert process["state"] == "failed"
+    assert process["restarts"] == 2
+    assert "was given up on" in process["last_exit"]
+    assert "crashed 3 times in 60 s (max_restarts=2)" in process["last_exit"]
+    supervisor = actors["plugin-process:exiter"]
+    assert supervisor.state == "failed" and supervisor.restarts == 0
+    assert all(a.restarts == 0 for a in actors.values())
+    assert after.content == "echo: STILL ANSWERED"

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from chatcore import ChatContext, Chunk, ConfigError, Message, open_engine
 from chatcore.messages import Role
-from chatcore.plugins import BaseBackendProvider, PluginConfig, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginConfig, PluginMetadata, PluginType
 from features._tokens import _raw_cost, _raw_cost_ascii, context_tokens, estimate_tokens
 from features.memory import (
     FACTS_PREFIX,

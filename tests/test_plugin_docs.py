@@ -10,8 +10,8 @@ import trio
 from conftest import REPO_ROOT, TESTS_DIR
 
 from chatcore import open_engine
+from chatcore._plugins._scan import scan_source
 from chatcore.errors import ConfigError
-from chatcore.plugin_scan import scan_source
 
 DOC = (REPO_ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
 EXAMPLE = TESTS_DIR / "plugins_fixtures" / "glossary.py"

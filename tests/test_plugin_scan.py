@@ -17,14 +17,13 @@ import trio
 from conftest import subprocess_env
 
 from chatcore import open_engine
-from chatcore.errors import PluginLoadError
-from chatcore.plugin_scan import (
-    PluginRefused,
+from chatcore._plugins import resolve_plugin_class
+from chatcore._plugins._scan import (
     check_module,
     module_source_files,
     scan_source,
 )
-from chatcore.plugins import resolve_plugin_class
+from chatcore.errors import PluginLoadError, PluginRefused
 
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
 HINT = "(denied; set trusted = true for this plugin to allow)"
@@ -34,7 +33,7 @@ SHELL_PLUGIN = '''\
 
 import subprocess
 
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata
 from chatcore.result import PluginResult
 
 
@@ -168,7 +167,7 @@ def test_a_module_is_scanned_before_anything_of_it_is_imported(
 def test_chatcores_own_plugins_are_not_scanned() -> None:
     # processors/ and features/ are reviewed with chatcore; they may use anything.
     check_module("processors.content_filter")
-    check_module("chatcore.plugin_scan")
+    check_module("chatcore._plugins._scan")
     assert resolve_plugin_class("content_filter").metadata.name == "content_filter"
 
 
@@ -190,7 +189,7 @@ def test_a_refused_file_in_a_plugin_directory_is_listed_in_error(tmp_path: Path)
 # --- permissions ---------------------------------------------------------------------------
 
 PERMISSION_PLUGIN = """\
-from chatcore.plugins import BaseFeatureExtension, PluginMetadata, PluginType
+from chatcore.plugin import BaseFeatureExtension, PluginMetadata, PluginType
 from chatcore.result import PluginResult
 
 

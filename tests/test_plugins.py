@@ -24,20 +24,18 @@ from conftest import PLUGIN_STATUS_KEYS
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from chatcore.config import BackendConfig, Config, PluginEntry
-from chatcore.errors import InvalidTransition, PluginError, PluginLoadError, UnknownBackend
-from chatcore.hooks import HookRegistry, HookType
-from chatcore.messages import ChatContext, Message
-from chatcore.plugins import (
+from chatcore._plugins import (
     ALLOWED_TRANSITIONS,
     BasePlugin,
     PluginLifecycle,
     PluginManager,
-    PluginState,
-    PluginStatus,
-    PluginType,
     topological_order,
 )
+from chatcore.config import BackendConfig, Config, PluginEntry
+from chatcore.errors import InvalidTransition, PluginError, PluginLoadError, UnknownBackend
+from chatcore.hooks import HookRegistry, HookType
+from chatcore.messages import ChatContext, Message
+from chatcore.plugin import PluginState, PluginStatus, PluginType
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Mapping, Sequence
@@ -845,7 +843,15 @@ async def test_plugin_load_hooks_see_plugins_loaded_after_them(events: list[str]
 
 
 async def test_readme_shout_processor_works_as_written() -> None:
-    manager = await started(PluginEntry(plugin="yourmodule:Shout"))
+    # The 0.1 README's example, written the old way, still works.
+    manager = await started(PluginEntry(plugin="oldstyle:Shout"))
     row = status(manager, "shout")
     assert (row.state, row.type, row.version) == ("active", "processor", "1.0.0")
+    assert await processed(manager, "hello there") == "HELLO THERE"
+
+
+async def test_the_new_readme_shout_processor_works_as_written() -> None:
+    manager = await started(PluginEntry(plugin="yourmodule:Shout"))
+    row = status(manager, "shout")
+    assert (row.state, row.type, row.version) == ("active", "processor", "0.0.0")
     assert await processed(manager, "hello there") == "HELLO THERE"

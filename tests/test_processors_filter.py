@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from chatcore import ChatContext, Chunk, ConfigError, Message, MessageStatus
 from chatcore.config import validate_settings
-from chatcore.plugins import PluginConfig
+from chatcore.plugin import PluginConfig
 from processors.content_filter import (
     ContentFilter,
     ContentFilterSettings,

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from chatcore import ChatContext, Chunk, ConfigError, Message
 from chatcore.config import validate_settings
-from chatcore.plugins import PluginConfig
+from chatcore.plugin import PluginConfig
 from processors import redact_with
 from processors.pii_redactor import (
     PIIRedactor,

@@ -17,7 +17,7 @@ import pytest
 
 from chatcore import ChatContext, Chunk
 from chatcore.errors import BackendUnavailable
-from chatcore.plugins import BaseBackendProvider, PluginMetadata, PluginType
+from chatcore.plugin import BaseBackendProvider, PluginMetadata, PluginType
 from chatcore.store import Store
 from features._rag_index import (
     RagIndex,

@@ -19,7 +19,7 @@ from chatcore.errors import PluginLoadError
 pytestmark = pytest.mark.trio
 
 PROCESSOR = """\
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata
 from chatcore.result import PluginResult
 import trio
 

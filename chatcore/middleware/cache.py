@@ -30,14 +30,14 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.hooks import HookType
 from chatcore.messages import Message, MessageStatus
-from chatcore.plugins import BaseMiddleware, PluginMetadata, PluginType, hook
+from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
 from chatcore.result import PluginResult
 
 if TYPE_CHECKING:
     from collections.abc import Callable
 
     from chatcore.messages import ChatContext
-    from chatcore.plugins import CallNext
+    from chatcore.plugin import CallNext
     from chatcore.store import KVNamespace
 
 __all__ = ["CacheMiddleware", "CacheSettings", "context_key"]
@@ -102,7 +102,6 @@ class CacheMiddleware(BaseMiddleware):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="cache",
         version="1.0.0",
-        plugin_type=PluginType.MIDDLEWARE,
         description="Identical context -> stored reply (SQLite, TTL, bounded); opt-in",
         tags=("performance",),
     )

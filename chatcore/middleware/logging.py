@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore.errors import PluginError
 from chatcore.hooks import HookType
-from chatcore.plugins import BaseMiddleware, PluginMetadata, PluginType, hook
+from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
 
 from ._redact import Redactor
 
@@ -34,7 +34,7 @@ if TYPE_CHECKING:
 
     from chatcore.hooks import HookFailure
     from chatcore.messages import ChatContext, Message
-    from chatcore.plugins import CallNext
+    from chatcore.plugin import CallNext
 
 __all__ = ["DEFAULT_LOG_FILE", "LoggingMiddleware", "LoggingSettings", "RotatingFile"]
 
@@ -117,7 +117,6 @@ class LoggingMiddleware(BaseMiddleware):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="logging",
         version="1.0.0",
-        plugin_type=PluginType.MIDDLEWARE,
         description="Structured JSON-lines log of turns and plugin failures (no secrets)",
         tags=("observability",),
         permissions=("filesystem",),

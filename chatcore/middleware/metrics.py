@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.errors import PluginError
 from chatcore.hooks import HookType
-from chatcore.plugins import BaseMiddleware, PluginMetadata, PluginType, hook
+from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
@@ -48,7 +48,7 @@ if TYPE_CHECKING:
 
     from chatcore.hooks import HookFailure
     from chatcore.messages import ChatContext, Chunk, Message
-    from chatcore.plugins import CallNext
+    from chatcore.plugin import CallNext
 
 __all__ = [
     "BUCKETS_S",
@@ -301,7 +301,6 @@ class MetricsMiddleware(BaseMiddleware):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="metrics",
         version="1.0.0",
-        plugin_type=PluginType.MIDDLEWARE,
         description="Latency histograms and counters per stage and plugin; Prometheus endpoint",
         tags=("observability",),
         # Only to listen on 127.0.0.1 for the optional Prometheus endpoint.

@@ -18,13 +18,13 @@ import trio
 from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.messages import Message
-from chatcore.plugins import BaseMiddleware, PluginMetadata, PluginType
+from chatcore.plugin import BaseMiddleware, PluginMetadata
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from chatcore.messages import ChatContext
-    from chatcore.plugins import CallNext
+    from chatcore.plugin import CallNext
 
 __all__ = ["RateLimitMiddleware", "RateLimitSettings", "TokenBucket"]
 
@@ -78,7 +78,6 @@ class RateLimitMiddleware(BaseMiddleware):
     metadata: ClassVar[PluginMetadata] = PluginMetadata(
         name="rate_limit",
         version="1.0.0",
-        plugin_type=PluginType.MIDDLEWARE,
         description="Token-bucket rate limit per conversation and global, with a clear refusal",
         tags=("limits",),
     )

@@ -10,7 +10,7 @@ import os
 import time
 
 from chatcore import ChatContext, Message, PluginResult
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 
 HOARD: list[bytearray] = []
 """Module-level, so what the hog allocated stays allocated until its process dies."""

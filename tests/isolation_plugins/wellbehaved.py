@@ -8,7 +8,7 @@ import socket
 from chatcore import ChatContext, Chunk, Message, PluginResult
 from chatcore.hooks import HookType
 from chatcore.messages import REPLY_METADATA
-from chatcore.plugins import (
+from chatcore.plugin import (
     BaseFeatureExtension,
     BaseMessageProcessor,
     BaseMiddleware,
@@ -125,3 +125,15 @@ class NetworkedProbe(NetworkProbe):
         plugin_type=PluginType.MESSAGE_PROCESSOR,
         permissions=("network",),
     )
+
+
+class Whisper(BaseMessageProcessor):
+    """Written the new way (name attribute, values returned) and run in a child process."""
+
+    name = "whisper"
+
+    async def process_message(self, message: Message, context: ChatContext) -> Message:
+        return message.replace(content=message.content.lower())
+
+    async def process_reply(self, message: Message, context: ChatContext) -> None:
+        return None

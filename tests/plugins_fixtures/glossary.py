@@ -7,12 +7,10 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from chatcore.hooks import HookType
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType, hook
-from chatcore.result import PluginResult
+from chatcore.plugin import BaseMessageProcessor, HookType, PluginMetadata, hook
 
 if TYPE_CHECKING:
-    from chatcore.messages import ChatContext, Message
+    from chatcore.plugin import ChatContext, Message
 
 
 class GlossarySettings(BaseModel):
@@ -30,7 +28,6 @@ class Glossary(BaseMessageProcessor):
     metadata = PluginMetadata(
         name="glossary",
         version="1.0.0",
-        plugin_type=PluginType.MESSAGE_PROCESSOR,
         description="Spells out abbreviations in user messages",
     )
     settings_model: ClassVar[type[BaseModel]] = GlossarySettings
@@ -42,11 +39,9 @@ class Glossary(BaseMessageProcessor):
         alternatives = "|".join(re.escape(word) for word in words)
         self._pattern = re.compile(rf"\b({alternatives})\b") if words else None
 
-    async def process_message(
-        self, message: Message, context: ChatContext
-    ) -> PluginResult[Message]:
+    async def process_message(self, message: Message, context: ChatContext) -> Message:
         if self._pattern is None:
-            return PluginResult.ok(message)
+            return message
         found: list[str] = []
 
         def spell_out(match: re.Match[str]) -> str:
@@ -55,7 +50,7 @@ class Glossary(BaseMessageProcessor):
 
         text = self._pattern.sub(spell_out, message.content)
         # Kept on the message (and stored with it), not on self: turns run concurrently.
-        return PluginResult.ok(message.replace(content=text).with_metadata(glossary=found))
+        return message.replace(content=text).with_metadata(glossary=found)
 
     @hook(HookType.ON_REQUEST_COMPLETE)
     async def count(self, reply: Message, context: ChatContext) -> None:

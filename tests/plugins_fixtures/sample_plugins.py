@@ -9,7 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from chatcore.hooks import HookType
-from chatcore.plugins import (
+from chatcore.plugin import (
     BaseMessageProcessor,
     BaseMiddleware,
     PluginMetadata,

@@ -1,15 +1,13 @@
 """The README's plugin example, kept verbatim so tests prove it works as written.
 
-It deliberately has no ``from __future__ import annotations`` (the README has
-none), and the formatter is off so its layout stays the README's.
+The formatter is off so its layout stays the README's.
 """
 # fmt: off
 
-from chatcore import ChatContext, Message, PluginResult
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, Message, ChatContext
 
 class Shout(BaseMessageProcessor):
-    metadata = PluginMetadata(name="shout", version="1.0.0", plugin_type=PluginType.MESSAGE_PROCESSOR)
+    name = "shout"
 
-    async def process_message(self, message: Message, context: ChatContext) -> PluginResult[Message]:
-        return PluginResult.ok(message.replace(content=message.content.upper()))
+    async def process_message(self, message: Message, context: ChatContext) -> Message:
+        return message.replace(content=message.content.upper())

@@ -15,7 +15,7 @@ from textual.widgets import DataTable, Label
 
 import tui.app
 from chatcore import Config, load_config
-from chatcore.plugins import PluginStatus
+from chatcore.plugin import PluginStatus
 from tui.app import ChatcoreApp
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen
@@ -33,7 +33,7 @@ circuit_failure_threshold = 2
 
 HOT_MODULE = """
 from chatcore import PluginResult
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 
 
 class Hot(BaseMessageProcessor):
@@ -44,7 +44,7 @@ class Hot(BaseMessageProcessor):
 """
 
 BRACKETS_MODULE = """
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 
 
 class Hot(BaseMessageProcessor):

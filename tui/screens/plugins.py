@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 
     from textual.app import ComposeResult
 
-    from chatcore.plugins import PluginManager, PluginStatus
+    from chatcore._plugins import PluginManager
+    from chatcore.plugin import PluginStatus
     from tui.app import ChatcoreApp
 
 __all__ = [

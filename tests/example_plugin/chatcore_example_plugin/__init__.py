@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from chatcore.plugins import BaseMessageProcessor, PluginMetadata, PluginType
+from chatcore.plugin import BaseMessageProcessor, PluginMetadata, PluginType
 from chatcore.result import PluginResult
 
 if TYPE_CHECKING:

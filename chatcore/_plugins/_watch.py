@@ -22,13 +22,14 @@ from typing import TYPE_CHECKING
 
 import trio
 
-from .errors import PluginError
-from .plugin_scan import is_builtin_module, module_source_files
+from ..errors import PluginError
+from ._discovery import entry_points
+from ._scan import is_builtin_module, module_source_files
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
 
-    from .plugins import PluginManager
+    from ._manager import PluginManager
 
 __all__ = ["POLL_INTERVAL_S", "PluginWatcher", "plugin_source_files"]
 
@@ -53,9 +54,7 @@ def plugin_source_files(spec: str, search_dirs: Sequence[Path] = ()) -> list[Pat
     if ":" in spec:
         module = spec.partition(":")[0]
     else:
-        from .plugins import _entry_points
-
-        entry = _entry_points().get(spec)
+        entry = entry_points().get(spec)
         if entry is None:
             found = [d / f"{spec}.py" for d in search_dirs if (d / f"{spec}.py").is_file()]
             return found[:1]
@@ -97,7 +96,7 @@ class PluginWatcher:
 
     def _targets(self) -> dict[str, list[Path]]:
         # Plugin directories are resolved by the manager against the config file's folder.
-        search_dirs = self.manager._search_dirs
+        search_dirs = self.manager.search_dirs
         targets = {}
         for name, status in self.manager.get_plugin_status().items():
             files = plugin_source_files(status.plugin, search_dirs)

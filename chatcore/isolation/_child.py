@@ -1,6 +1,6 @@
-"""The child side of a process-isolated plugin (started as ``python -m chatcore._plugin_child``).
+"""The child side of a process-isolated plugin (``python -m chatcore.isolation._child``).
 
-The parent (``chatcore.isolation``) writes one init line on stdin. Before importing
+The parent (``chatcore.isolation._process``) writes one init line on stdin. Before importing
 the plugin the child denies itself the network (unless the plugin has the
 ``network`` permission) and sets its resource limits; then it initialises the plugin
 and answers calls, one JSON object per line::
@@ -82,7 +82,7 @@ def _read_line(fd: int) -> bytes:
 
 
 def _encode(obj: Any) -> bytes:
-    from .isolation import wire_json
+    from ._wire import wire_json
 
     return wire_json(obj)
 
@@ -113,9 +113,9 @@ async def _serve(init: dict[str, Any], network: str, proto_in: int, proto_out: i
 
     import trio
 
-    from .isolation import CHILD_METHODS, encode_answer, from_wire, to_wire
-    from .plugins import PluginConfig, resolve_plugin_class
-    from .result import PluginResult
+    from .._plugins import PluginConfig, resolve_plugin_class
+    from ..errors import PluginError, describe_error
+    from ._wire import CHILD_METHODS, encode_answer, from_wire, to_wire
 
     writer = trio.lowlevel.FdStream(proto_out)
     reader = trio.lowlevel.FdStream(proto_in)
@@ -135,10 +135,6 @@ async def _serve(init: dict[str, Any], network: str, proto_in: int, proto_out: i
     async def send(obj: dict[str, Any]) -> None:
         await write(_encode(obj))
 
-    def describe(exc: BaseException) -> str:
-        text = str(exc)
-        return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
     try:
         settings = dict(init.get("plugin_config", {}))
         cls = resolve_plugin_class(
@@ -150,7 +146,7 @@ async def _serve(init: dict[str, Any], network: str, proto_in: int, proto_out: i
         settings["config"] = MappingProxyType(dict(settings.get("config") or {}))
         await plugin.initialize(PluginConfig(**settings))
     except Exception as exc:
-        await send({"id": 0, "ok": False, "error": describe(exc)})
+        await send({"id": 0, "ok": False, "error": describe_error(exc)})
         os._exit(EXIT_INIT_FAILED)
     await send({"id": 0, "ok": True, "result": {"pid": os.getpid(), "network": network}})
 
@@ -165,8 +161,6 @@ async def _serve(init: dict[str, Any], network: str, proto_in: int, proto_out: i
             await event.wait()
             answer = box[0]
             if not answer.get("ok"):
-                from .errors import PluginError
-
                 raise PluginError(str(answer.get("error")))
             return from_wire(answer.get("result"))
 
@@ -185,19 +179,14 @@ async def _serve(init: dict[str, Any], network: str, proto_in: int, proto_out: i
                 fn = getattr(plugin, method)
             else:
                 raise ValueError(f"unknown method {method!r}")
+            # A hook's value, None or PluginResult: the engine's hook executor checks which.
             result = await fn(*args)
-            if method not in ("handle", "health") and not (
-                result is None or isinstance(result, PluginResult)
-            ):
-                raise TypeError(
-                    f"{method} returned {type(result).__name__}, expected PluginResult or None"
-                )
             line = encode_answer(call_id, result)
         except MemoryError:
             out_of_memory = True
             line = _encode({"id": call_id, "ok": False, "error": "MemoryError: out of memory"})
         except Exception as exc:
-            line = _encode({"id": call_id, "ok": False, "error": describe(exc)})
+            line = _encode({"id": call_id, "ok": False, "error": describe_error(exc)})
         try:
             await write(line)
         except MemoryError:

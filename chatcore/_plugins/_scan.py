@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .errors import PluginLoadError
+from ..errors import PluginRefused
 
 if TYPE_CHECKING:
     import importlib.machinery
@@ -44,7 +44,6 @@ __all__ = [
     "BUILTIN_PACKAGES",
     "DENIED_CALLS",
     "DENIED_MODULES",
-    "PluginRefused",
     "ScanFinding",
     "check_file",
     "check_module",
@@ -92,16 +91,6 @@ class ScanFinding:
 
     def __str__(self) -> str:
         return f"{self.path}:{self.line}: {self.kind} {self.name!r} ({TRUST_HINT})"
-
-
-class PluginRefused(PluginLoadError):
-    """The source scan found denied imports or calls in an untrusted plugin."""
-
-    def __init__(self, findings: list[ScanFinding]) -> None:
-        self.findings = findings
-        first = str(findings[0])
-        more = len(findings) - 1
-        super().__init__(first + (f"; and {more} more" if more else ""))
 
 
 def _denied_os(attr: str) -> bool:

@@ -1,0 +1,113 @@
+"""One turn (a user message and its reply) on its way through the pipeline.
+
+A turn has one owner at a time. The stage holding it either hands it on to the
+next stage or, once the reply is stored, ends it: by completing it, or, when a
+middleware task is waiting for the reply (``Turn.hand_back``), by handing it
+back to that task, which then completes it. Nobody else touches it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import trio
+
+from .messages import Message, MessageStatus, Role
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from .messages import ChatContext, Chunk
+
+__all__ = ["ConversationState", "Turn", "TurnOptions", "sendable"]
+
+
+def sendable(message: Message) -> bool:
+    """Whether a stored message belongs in what the backend sees: it has text and isn't an error."""
+    return bool(message.content) and message.status is not MessageStatus.ERROR
+
+
+@dataclass(eq=False)
+class ConversationState:
+    """What the engine keeps in memory about one conversation."""
+
+    id: str
+    history: tuple[Message, ...] | None = None
+    """What the backend sees of earlier turns, oldest first: stored messages with
+    content that aren't errors. Loaded on the first turn, then extended in place of
+    rereading, so a long conversation doesn't cost a rescan per turn."""
+    last_turn: Turn | None = None
+
+    def extend(self, messages: tuple[Message, ...]) -> None:
+        if self.history is not None:
+            self.history = (*self.history, *filter(sendable, messages))
+
+
+@dataclass(frozen=True, slots=True)
+class TurnOptions:
+    backend: str
+    model: str | None = None
+    system: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+
+
+@dataclass(eq=False)
+class Turn:
+    """One user message on its way through the pipeline, and what became of it."""
+
+    conversation: ConversationState
+    text: str
+    options: TurnOptions
+    chunks: trio.MemorySendChannel[Chunk] | None = None
+    """The caller's channel for streamed pieces; None when the caller wants the whole reply."""
+    previous: Turn | None = None
+    context: ChatContext | None = None
+    user_message: Message | None = None
+    reply: Message | None = None
+    error: BaseException | None = None
+    short_circuited_by: str | None = None
+    parts: list[str] = field(default_factory=list)
+    cancel_scope: trio.CancelScope = field(default_factory=trio.CancelScope)
+    persisted: trio.Event = field(default_factory=trio.Event)
+    """Set once the reply (or what could be saved of the turn) is stored."""
+    finished: trio.Event = field(default_factory=trio.Event)
+    hand_back: Callable[[], None] | None = None
+    """Set while a middleware task waits for the reply: the stage that stores it calls
+    this instead of completing the turn, and the middleware task completes it."""
+    started_at: float = field(default_factory=time.perf_counter)
+    on_finished: Callable[[Turn], None] | None = None
+    """Called once when the turn finishes (the engine forgets it then)."""
+
+    def cancel(self) -> None:
+        """Stop generating; what was streamed so far is kept as a ``partial`` reply."""
+        self.cancel_scope.cancel()
+
+    def finish(self, error: BaseException | None = None) -> None:
+        """Wake the caller: the turn is over (idempotent; the first error wins)."""
+        if error is not None and self.error is None:
+            self.error = error
+        if self.finished.is_set():
+            return
+        if self.chunks is not None:
+            self.chunks.close()
+        self.finished.set()
+        if self.on_finished is not None:
+            self.on_finished(self)
+
+    def salvage_reply(self, reason: str) -> Message:
+        """The reply to store for a turn the pipeline could not finish.
+
+        It is kept on the turn, so storing it twice writes the same message id
+        (an upsert) rather than a second reply.
+        """
+        if self.reply is None:
+            self.reply = Message(
+                role=Role.ASSISTANT,
+                content="".join(self.parts),
+                status=MessageStatus.PARTIAL if self.parts else MessageStatus.ERROR,
+                metadata={"error": reason},
+            )
+        return self.reply
