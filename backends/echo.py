@@ -40,7 +40,7 @@ class EchoBackend(BaseBackendProvider):
         tags=("offline", "testing"),
     )
 
-    async def stream(self, context: ChatContext) -> AsyncIterator[Chunk]:  # type: ignore[override]
+    async def stream(self, context: ChatContext) -> AsyncIterator[Chunk]:
         last = context.last_user_message
         reply = PREFIX + (last.content if last is not None else "")
         delay = float(self.config.get("delay_seconds") or 0.0)
