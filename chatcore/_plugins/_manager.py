@@ -337,15 +337,7 @@ class PluginManager:
 
     async def _prepare_reload(self, fresh: LoadedPlugin) -> None:
         """Import and initialise a new version; it ends INITIALIZING when all went well."""
-        fresh.lifecycle.transition(PluginState.LOADING)
-        try:
-            cls = reimport_plugin_class(
-                fresh.spec, search_dirs=self.search_dirs, trusted=fresh.plugin_config.trusted
-            )
-        except PluginLoadError as exc:
-            fresh.lifecycle.transition(PluginState.ERROR, str(exc))
-            return
-        if not self._adopt(fresh, cls):
+        if not self._import(fresh, from_disk=True):
             return
         aliases = self._aliases()
         for dep in fresh.dependencies:
@@ -506,11 +498,16 @@ class PluginManager:
             name, backend.plugin, plugin_config, expected_type=PluginType.BACKEND_PROVIDER
         )
 
-    def _import(self, record: LoadedPlugin) -> bool:
-        """Import and adopt a record's class; whether it ended LOADED (else ERROR)."""
+    def _import(self, record: LoadedPlugin, *, from_disk: bool = False) -> bool:
+        """Import and adopt a record's class; whether it ended LOADED (else ERROR).
+
+        ``from_disk`` re-runs the source as it is now (for a reload) even when the
+        module is imported already.
+        """
         record.lifecycle.transition(PluginState.LOADING)
+        find = reimport_plugin_class if from_disk else resolve_plugin_class
         try:
-            cls = resolve_plugin_class(
+            cls = find(
                 record.spec, search_dirs=self.search_dirs, trusted=record.plugin_config.trusted
             )
         except PluginLoadError as exc:
