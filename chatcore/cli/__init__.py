@@ -18,12 +18,10 @@ from ._common import json_option as json_option
 from ._common import load_command_config as load_command_config
 from ._common import print_json as print_json
 from ._common import run_guarded as run_guarded
-from ._root import PLUGIN_COMMANDS as PLUGIN_COMMANDS
 from ._root import cli as cli
 from ._root import main as main
 
 __all__ = [
-    "PLUGIN_COMMANDS",
     "config_option",
     "json_option",
     "load_command_config",

@@ -61,8 +61,8 @@ def _print_json(value: Any) -> None:
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 
-# Public helpers for plugins that add commands (see ``PLUGIN_COMMANDS``): the same
-# config lookup, error lines and exit codes as chatcore's own commands.
+# Public helpers for plugins that add commands (``chatcore.commands`` entry points):
+# the same config lookup, error lines and exit codes as chatcore's own commands.
 load_command_config = _load
 run_guarded = _guarded
 print_json = _print_json

@@ -8,51 +8,59 @@ from typing import TYPE_CHECKING
 import click
 
 from ._common import _fail, _guarded, _load, config_option
+from ._entry_points import discover_commands
 
 if TYPE_CHECKING:
     from pathlib import Path
 
-PLUGIN_COMMANDS: dict[str, tuple[str, str]] = {
-    "memory": ("memory", "Long-term memories the chat remembers about you."),
-    "metrics": ("metrics", "Latency histograms and counters of the metrics middleware."),
-    "rag": ("rag", "Documents the chat answers from (RAG): add, search, list, remove."),
-}
-"""Subcommands that built-in plugins provide: command → (plugin name, one-line help).
+    from ._entry_points import CommandTable
 
-The plugin class is imported only when its command runs (``chatcore --help``
-stays fast); its classmethod ``cli_command()`` returns the click command.
-"""
+_TABLE_KEY = "chatcore.entry_commands"
 
 
 class _ChatcoreGroup(click.Group):
+    """chatcore's own commands, plus those of the ``chatcore.commands`` entry points.
+
+    The entry points are read once per invocation, and only when needed: to list
+    the commands, or to run a name that is not built in.
+    """
+
+    def _entry_commands(self, ctx: click.Context) -> CommandTable:
+        table: CommandTable | None = ctx.meta.get(_TABLE_KEY)
+        if table is None:
+            table = discover_commands(self.commands)
+            for ignored in table.ignored:
+                click.echo(f"warning: {ignored.warning}", err=True)
+            ctx.meta[_TABLE_KEY] = table
+        return table
+
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted({*super().list_commands(ctx), *PLUGIN_COMMANDS})
+        return sorted({*self.commands, *self._entry_commands(ctx).commands})
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         command = super().get_command(ctx, cmd_name)
-        if command is not None or cmd_name not in PLUGIN_COMMANDS:
+        if command is not None:
             return command
-        plugin, _ = PLUGIN_COMMANDS[cmd_name]
-        from ..errors import PluginLoadError
-        from ..plugins import resolve_plugin_class
-
+        entry = self._entry_commands(ctx).commands.get(cmd_name)
+        if entry is None:
+            return None
         try:
-            command = resolve_plugin_class(plugin).cli_command()  # type: ignore[attr-defined]
-        except (PluginLoadError, AttributeError) as exc:
-            _fail(f"the {cmd_name!r} command comes from the {plugin!r} plugin, which failed: {exc}")
-        assert isinstance(command, click.Command)
-        command.name = cmd_name
-        return command
+            return entry.load()
+        except click.ClickException as exc:
+            _fail(exc.message)
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
-        # The listing uses PLUGIN_COMMANDS' help, so `--help` imports no plugin.
+        # Entry-point commands are listed with the summary read from their source,
+        # so `--help` imports no plugin.
+        entries = self._entry_commands(ctx).commands
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(len(name) for name in names)
         rows = []
-        limit = formatter.width - 6 - max(len(name) for name in self.list_commands(ctx))
-        for name in self.list_commands(ctx):
-            if name in PLUGIN_COMMANDS and name not in self.commands:
-                rows.append((name, PLUGIN_COMMANDS[name][1]))
-                continue
-            command = self.commands[name]
+        for name in names:
+            command = self.commands.get(name)
+            if command is None:
+                # A stand-in with the summary as its help is shortened like the others.
+                command = click.Command(name, help=entries[name].summary())
             if not command.hidden:
                 rows.append((name, command.get_short_help_str(limit)))
         if rows:
@@ -84,4 +92,5 @@ def cli(ctx: click.Context, config_path: Path | None, backend: str | None) -> No
 
 
 def main() -> None:
+    """The ``chatcore`` console script."""
     cli(prog_name="chatcore")
