@@ -59,6 +59,7 @@ __all__ = [
     "MemorySettings",
     "MemoryStore",
     "keep_newest",
+    "memory_command",
     "parse_command",
 ]
 
@@ -637,13 +638,6 @@ class Memory(BaseFeatureExtension):
             metadata={"purpose": SUMMARY_PURPOSE},
         )
 
-    # -- the command line --
-
-    @classmethod
-    def cli_command(cls) -> click.Group:
-        """The ``chatcore memory`` group: add, list and forget long-term facts."""
-        return _memory_group()
-
 
 def keep_newest(messages: Sequence[Message], room: int, cost: Callable[[Message], int]) -> int:
     """Index of the oldest message kept when the newest ones whose costs fit in ``room`` are.
@@ -690,6 +684,15 @@ def _take(
 
 class MemoryNotFound(InvalidInput):
     """``chatcore memory forget`` matched nothing."""
+
+
+def memory_command() -> click.Group:
+    """Long-term memories the chat remembers about you.
+
+    The ``chatcore.commands`` entry point ``memory`` (see pyproject.toml): add, list
+    and forget long-term facts.
+    """
+    return _memory_group()
 
 
 def _memory_group() -> click.Group:

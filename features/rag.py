@@ -56,6 +56,7 @@ __all__ = [
     "add_passages",
     "citation",
     "embed_missing",
+    "rag_command",
     "resolve_embedder",
     "retrieve",
 ]
@@ -449,13 +450,16 @@ class Rag(BaseFeatureExtension):
         hits = await self.search(last.content)
         return PluginResult.ok(add_passages(context, hits))
 
-    @classmethod
-    def cli_command(cls) -> click.Command:
-        """The ``chatcore rag`` command group."""
-        return rag_cli
-
 
 # --------------------------------------------------------------------------- CLI
+
+
+def rag_command() -> click.Command:
+    """Documents the chat answers from (RAG): add, search, list, remove.
+
+    The ``chatcore.commands`` entry point ``rag`` (see pyproject.toml).
+    """
+    return rag_cli
 
 
 def _rag_settings(config: Config) -> RagSettings:

@@ -11,7 +11,7 @@ import platformdirs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from chatcore import config as config_mod
 from chatcore.config import (
@@ -25,6 +25,7 @@ from chatcore.config import (
     resolve_config_path,
     shipped_config_path,
     user_config_path,
+    validate_settings,
 )
 from chatcore.errors import ConfigError, UnknownBackend
 
@@ -488,6 +489,29 @@ def test_unknown_plugin_key_suggests_a_fix(tmp_path: Path) -> None:
         r"\(allowed: plugin, name, priority, ",
     ):
         load_config(path, env={})
+
+
+class _GreetSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    greeting: str = "Hello"
+    shout: bool = False
+
+
+def test_unknown_key_in_a_plugins_settings_lists_that_plugins_keys(tmp_path: Path) -> None:
+    # The hint comes from the plugin's own settings model, not from the top-level Config.
+    with pytest.raises(
+        ConfigError,
+        match=r"^.*c\.toml: plugins\[2\]\.config\.greting: unknown key; did you mean "
+        r"'greeting'\? \(allowed: greeting, shout\)$",
+    ):
+        validate_settings(
+            _GreetSettings, {"greting": "hi"}, path=tmp_path / "c.toml", key="plugins[2].config"
+        )
+    settings = validate_settings(
+        _GreetSettings, {"shout": True}, path=None, key="plugins[0].config"
+    )
+    assert settings == _GreetSettings(shout=True)
 
 
 def test_unknown_default_backend(tmp_path: Path) -> None:

@@ -30,7 +30,6 @@ import logging
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import trio
@@ -42,9 +41,6 @@ from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Mapping
-    from pathlib import Path
-
-    import click
 
     from chatcore.hooks import HookFailure
     from chatcore.messages import ChatContext, Chunk, Message
@@ -211,7 +207,8 @@ def _labels(**labels: str) -> str:
     return "{" + inner + "}" if inner else ""
 
 
-def _number(value: float) -> str:
+def number_text(value: float) -> str:
+    """A sample value as the exposition format writes it (``+Inf``, no float noise)."""
     if isinstance(value, int):
         return str(value)
     if value == float("inf"):
@@ -233,9 +230,9 @@ def exposition(state: MetricsState, plugins: Iterable[Mapping[str, Any]]) -> str
         cumulative = 0
         for bound, n in zip((*BUCKETS_S, float("inf")), histogram.counts, strict=True):
             cumulative += n
-            le = _number(bound) if bound != float("inf") else "+Inf"
+            le = number_text(bound) if bound != float("inf") else "+Inf"
             out.append(f"{name}_bucket{_labels(stage=stage, le=le)} {cumulative}")
-        out.append(f"{name}_sum{_labels(stage=stage)} {_number(histogram.sum_s)}")
+        out.append(f"{name}_sum{_labels(stage=stage)} {number_text(histogram.sum_s)}")
         out.append(f"{name}_count{_labels(stage=stage)} {histogram.count}")
     family("chatcore_turns_total", "counter", "Turns by the backend that answered and status.")
     for (backend, status), n in sorted(state.turns.items()):
@@ -267,7 +264,9 @@ def exposition(state: MetricsState, plugins: Iterable[Mapping[str, Any]]) -> str
         for quantile, key in (("0.5", "p50_ms"), ("0.95", "p95_ms")):
             if row[key] is not None:
                 labels = _labels(plugin=row["name"], quantile=quantile)
-                out.append(f"chatcore_plugin_latency_seconds{labels} {_number(row[key] / 1000)}")
+                out.append(
+                    f"chatcore_plugin_latency_seconds{labels} {number_text(row[key] / 1000)}"
+                )
     family("chatcore_plugin_circuit_open", "gauge", "1 while a plugin's circuit is open.")
     for row in rows:
         is_open = 0 if row["circuit"] == "closed" else 1
@@ -476,11 +475,6 @@ class MetricsMiddleware(BaseMiddleware):
         body = exposition(self.totals(), self.plugin_rows())
         return _http(200, "OK", body, content_type=CONTENT_TYPE, head=method == "HEAD")
 
-    @classmethod
-    def cli_command(cls) -> click.Command:
-        """The ``chatcore metrics`` command."""
-        return _metrics_command()
-
 
 async def _read_request(stream: trio.SocketStream) -> bytes:
     data = b""
@@ -511,151 +505,3 @@ def _http(
     if allow:
         headers.append("Allow: GET, HEAD")
     return ("\r\n".join(headers) + "\r\n\r\n").encode("latin-1") + (b"" if head else payload)
-
-
-# --- `chatcore metrics` --------------------------------------------------------------------
-
-
-def _metrics_command() -> click.Command:
-    import click
-
-    from chatcore.cli import (
-        config_option,
-        json_option,
-        load_command_config,
-        print_json,
-        run_guarded,
-    )
-
-    @click.command(name="metrics")
-    @click.option("--name", "instance", default=None, help="Metrics plugin instance to show.")
-    @config_option
-    @json_option
-    def metrics(instance: str | None, config_path: Path | None, as_json: bool) -> None:
-        """Latency histograms and counters of the metrics middleware.
-
-        The totals are saved each time an engine with the metrics middleware
-        shuts down, so this shows every finished run (``ask``, the chat app …).
-        """
-        from chatcore.errors import ConfigError
-        from chatcore.store import Store
-
-        config = load_command_config(config_path)
-        names = [
-            entry.name or MetricsMiddleware.metadata.name
-            for entry in config.plugins
-            if entry.plugin in ("metrics", f"{__name__}:MetricsMiddleware")
-        ]
-        if instance is not None:
-            names = [n for n in names if n == instance] or [instance]
-        if not names:
-            missing = ConfigError(
-                config.source,
-                "plugins",
-                'no metrics middleware is configured; add [[plugins]] plugin = "metrics"',
-            )
-            run_guarded(lambda: _raise(missing))
-
-        def read() -> Any:
-            store = Store(config.db_path)
-            try:
-                return store.kv_get(names[0], SNAPSHOT_KEY)
-            finally:
-                store.close()
-
-        snapshot = run_guarded(read)
-        report = _report(snapshot)
-        if as_json:
-            print_json(report)
-        else:
-            _print_report(report, click.echo)
-
-    return metrics
-
-
-def _raise(error: Exception) -> None:
-    raise error
-
-
-def _ms(seconds: float | None) -> float | None:
-    return None if seconds is None else round(seconds * 1000.0, 3)
-
-
-def _report(snapshot: Any) -> dict[str, Any]:
-    """What ``chatcore metrics --json`` prints: estimates in ms, raw buckets in s."""
-    if not isinstance(snapshot, dict):
-        return {
-            "saved_at": None,
-            "stages": {},
-            "turns": [],
-            "answered_by": {},
-            "tokens": {},
-            "plugin_errors": {},
-            "plugins": [],
-        }
-    state = MetricsState.from_json(snapshot.get("metrics"))
-    stages = {}
-    for name, h in state.stages.items():
-        buckets = {_number(b): n for b, n in zip(BUCKETS_S, h.counts, strict=False)}
-        buckets["+Inf"] = h.counts[-1]
-        stages[name] = {
-            "count": h.count,
-            "mean_ms": _ms(h.sum_s / h.count) if h.count else None,
-            "p50_ms": _ms(h.quantile(0.5)),
-            "p95_ms": _ms(h.quantile(0.95)),
-            "sum_s": h.sum_s,
-            "buckets": buckets,
-        }
-    saved_at = snapshot.get("saved_at")
-    return {
-        "saved_at": (
-            datetime.fromtimestamp(float(saved_at), UTC).isoformat(timespec="seconds")
-            if isinstance(saved_at, int | float)
-            else None
-        ),
-        "stages": stages,
-        "turns": [
-            {"backend": b, "status": s, "count": n} for (b, s), n in sorted(state.turns.items())
-        ],
-        "answered_by": dict(state.answered_by),
-        "tokens": {"in": state.tokens.get("in", 0), "out": state.tokens.get("out", 0)},
-        "plugin_errors": dict(state.plugin_errors),
-        "plugins": list(snapshot.get("plugins") or []),
-    }
-
-
-def _table(rows: list[dict[str, Any]], columns: list[str]) -> list[str]:
-    cells = [["-" if r.get(c) is None else str(r[c]) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
-    return lines
-
-
-def _print_report(report: dict[str, Any], echo: Any) -> None:
-    if report["saved_at"] is None:
-        echo("no metrics yet: they are saved when an engine with the metrics middleware stops")
-        return
-    echo(f"saved at {report['saved_at']}")
-    echo("")
-    stage_rows = [{"stage": name, **values} for name, values in report["stages"].items()]
-    for line in _table(stage_rows, ["stage", "count", "mean_ms", "p50_ms", "p95_ms"]):
-        echo(line)
-    echo("")
-    turn_lines = _table(report["turns"], ["backend", "status", "count"])
-    for line in turn_lines if report["turns"] else ["(no turns)"]:
-        echo(line)
-    tokens = report["tokens"]
-    echo("")
-    echo(f"tokens: in {tokens['in']}, out {tokens['out']}")
-    if report["answered_by"]:
-        answered = ", ".join(f"{k} {v}" for k, v in sorted(report["answered_by"].items()))
-        echo(f"answered by plugins: {answered}")
-    if report["plugin_errors"]:
-        errors = ", ".join(f"{k} {v}" for k, v in sorted(report["plugin_errors"].items()))
-        echo(f"plugin errors: {errors}")
-    if report["plugins"]:
-        echo("")
-        columns = ["name", "type", "calls", "failures", "timeouts", "p50_ms", "p95_ms", "circuit"]
-        for line in _table(report["plugins"], columns):
-            echo(line)

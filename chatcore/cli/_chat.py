@@ -1,0 +1,132 @@
+"""``chatcore tui`` and ``chatcore ask``: the chat app and one question on stdout."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING, Any
+
+import click
+
+from ._common import _fail, _guarded, _load, _print_json, config_option, json_option
+from ._root import cli
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ..config import Config
+    from ..messages import Message
+
+EXIT_INTERRUPTED = 130
+
+
+@cli.command()
+@click.option("--backend", default=None, help="Backend to chat with (a [backends.NAME] table).")
+@click.option("--conversation", "conversation_id", default=None, help="Open conversation ID.")
+@config_option
+def tui(backend: str | None, conversation_id: str | None, config_path: Path | None) -> None:
+    """Open the chat app."""
+    config = _load(config_path, default_backend=backend)
+    from tui.app import run_tui
+
+    _guarded(lambda: run_tui(config, conversation=conversation_id))
+
+
+@cli.command()
+@click.argument("prompt", required=False)
+@click.option("--backend", default=None, help="Backend name (a [backends.NAME] table).")
+@click.option("--model", default=None, help="Model to ask for (default: the backend's).")
+@click.option("--system", default=None, help="System prompt for this turn.")
+@click.option("--conversation", "conversation_id", default=None, help="Continue conversation ID.")
+@click.option(
+    "-c", "--continue", "continue_latest", is_flag=True, help="Continue the latest conversation."
+)
+@config_option
+@json_option
+def ask(
+    prompt: str | None,
+    backend: str | None,
+    model: str | None,
+    system: str | None,
+    conversation_id: str | None,
+    continue_latest: bool,
+    config_path: Path | None,
+    as_json: bool,
+) -> None:
+    """Ask one question and stream the reply to stdout.
+
+    The prompt comes from PROMPT or, when it is missing, from standard input.
+    """
+    if prompt is None:
+        if sys.stdin is None or sys.stdin.isatty():
+            _fail("no prompt: give it as an argument or on standard input", 2)
+        prompt = sys.stdin.read()
+    if conversation_id and continue_latest:
+        _fail("use either --conversation ID or --continue, not both", 2)
+    config = _load(config_path, default_backend=backend)
+    text = prompt
+
+    def run() -> int:
+        import trio
+
+        return trio.run(
+            _ask_async, config, text, model, system, conversation_id, continue_latest, as_json
+        )
+
+    code = _guarded(run)
+    sys.exit(code)
+
+
+async def _ask_async(
+    config: Config,
+    prompt: str,
+    model: str | None,
+    system: str | None,
+    conversation_id: str | None,
+    continue_latest: bool,
+    as_json: bool,
+) -> int:
+    from .._engine import open_engine
+    from .._repl import stream_reply
+
+    async with open_engine(config) as engine:
+        if continue_latest:
+            conversation = engine.latest_conversation() or engine.conversation()
+        else:
+            conversation = engine.conversation(conversation_id)
+        reply_stream = conversation.stream(prompt, model=model, system=system)
+        error = await stream_reply(reply_stream, None if as_json else sys.stdout)
+        reply = reply_stream.message
+        if as_json and reply is not None and error is None:
+            _print_json(_ask_json(conversation.id, reply))
+        elif reply is not None:
+            _print_citations(reply)
+    if error is not None:
+        raise error
+    if reply_stream.cancelled:
+        click.echo("interrupted: the partial reply is saved", err=True)
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _print_citations(reply: Message) -> None:
+    from ..messages import citation_lines
+
+    lines = citation_lines(reply.metadata.get("citations"))
+    if lines:
+        click.echo("\nSources:")
+        for line in lines:
+            click.echo(f"  {line}")
+
+
+def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:
+    return {
+        "conversation_id": conversation_id,
+        "message_id": reply.id,
+        "content": reply.content,
+        "backend": reply.metadata.get("backend"),
+        "model": reply.model,
+        "tokens_in": reply.tokens_in,
+        "tokens_out": reply.tokens_out,
+        "status": str(reply.status),
+        "citations": list(reply.metadata.get("citations") or []),
+    }

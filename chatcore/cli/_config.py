@@ -1,0 +1,55 @@
+"""``chatcore config``: which file is used, whether it is valid, the effective values."""
+
+from __future__ import annotations
+
+import sys
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import _engine_status, _guarded, _load, _print_json, config_option
+from ._root import cli
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+
+@cli.group("config")
+def config_group() -> None:
+    """Inspect the configuration."""
+
+
+@config_group.command("path")
+@config_option
+def config_path_cmd(config_path: Path | None) -> None:
+    """Print which config file is used, and why."""
+    from ..config import resolve_config_path
+
+    path, source = _guarded(lambda: resolve_config_path(config_path))
+    click.echo(f"{path}  ({source})")
+
+
+@config_group.command("check")
+@config_option
+def config_check(config_path: Path | None) -> None:
+    """Validate the config, including that every plugin and backend can be loaded."""
+    config = _load(config_path)
+    status = _engine_status(config, all_backends=True)
+    broken = [s for s in status.plugins.values() if s.state == "error"]
+    for s in broken:
+        click.echo(f"error: {s.name}: {s.last_error}", err=True)
+    if broken:
+        sys.exit(2)
+    click.echo(f"ok: {config.source}")
+
+
+@config_group.command("show")
+@config_option
+@click.option("--docs", is_flag=True, help="Also print what each key means.")
+def config_show(config_path: Path | None, docs: bool) -> None:
+    """Print the effective config as JSON (secrets masked)."""
+    config = _load(config_path)
+    _print_json(config.display_dict())
+    if docs:
+        for key, doc in config.field_docs().items():
+            click.echo(f"{key}: {doc}")

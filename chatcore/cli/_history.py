@@ -1,0 +1,267 @@
+"""``chatcore history``: list, show, search, export and delete stored conversations."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import click
+
+from ._common import _fail, _guarded, _load, _print_json, _print_table, config_option, json_option
+from ._root import cli
+
+if TYPE_CHECKING:
+    from ..messages import Message
+    from ..store import ConversationSummary, Store
+
+HISTORY_SEARCH_LIMIT = 20
+HISTORY_LIST_LIMIT = 100
+_ROLE_HEADINGS = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
+
+
+def _open_store(config_path: Path | None) -> Store:
+    from ..store import Store
+
+    config = _load(config_path)
+    # The outbox follows the config exactly as in the engine: a deletion made
+    # here replicates when Redis is configured, and queues nothing otherwise.
+    outbox = bool(config.replication.redis_url)
+    store: Store = _guarded(lambda: Store(config.db_path, outbox=outbox))
+    return store
+
+
+def _resolve_or_fail(store: Store, conversation_id: str) -> ConversationSummary:
+    """The conversation that ID (or a unique prefix of it) names, else exit 2."""
+    from ..errors import ConversationNotFound
+
+    full_id = store.resolve_conversation_id(conversation_id)
+    summary = store.get_conversation(full_id) if full_id else None
+    if summary is None:
+        _fail(str(ConversationNotFound(conversation_id)), 2)
+    return summary
+
+
+@cli.group()
+def history() -> None:
+    """Stored conversations."""
+
+
+@history.command("list")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=HISTORY_LIST_LIMIT,
+    show_default=True,
+    help="Show at most N.",
+)
+@click.option("--all", "show_all", is_flag=True, help="Show every conversation.")
+@config_option
+@json_option
+def history_list(limit: int, show_all: bool, config_path: Path | None, as_json: bool) -> None:
+    """List conversations, most recently updated first."""
+    store = _open_store(config_path)
+    try:
+        # One more than shown tells whether the list was cut.
+        conversations = store.list_conversations(limit=None if show_all else limit + 1)
+    finally:
+        store.close()
+    cut = not show_all and len(conversations) > limit
+    if cut:
+        conversations = conversations[:limit]
+        if not as_json:
+            click.echo(f"(the newest {limit}; --limit N or --all for more)", err=True)
+    rows = [
+        {
+            "id": c.id,
+            "title": c.title,
+            "updated_at": c.updated_at.isoformat(),
+            "message_count": c.message_count,
+        }
+        for c in conversations
+    ]
+    if as_json:
+        _print_json(rows)
+        return
+    _print_table(rows, ["id", "updated_at", "message_count"], extra="title")
+
+
+@history.command("show")
+@click.argument("conversation_id")
+@config_option
+@json_option
+def history_show(conversation_id: str, config_path: Path | None, as_json: bool) -> None:
+    """Show one conversation (ID may be a unique prefix)."""
+    from ..errors import ConversationNotFound
+
+    store = _open_store(config_path)
+    try:
+        full_id = store.resolve_conversation_id(conversation_id)
+        summary = store.get_conversation(full_id) if full_id else None
+        if summary is None:
+            _fail(str(ConversationNotFound(conversation_id)), 2)
+        messages = store.get_messages(summary.id)
+    finally:
+        store.close()
+    if as_json:
+        _print_json(
+            {
+                "id": summary.id,
+                "title": summary.title,
+                "messages": [
+                    {
+                        "id": m.id,
+                        "role": str(m.role),
+                        "content": m.content,
+                        "status": str(m.status),
+                        "model": m.model,
+                        "created_at": m.created_at.isoformat(),
+                    }
+                    for m in messages
+                ],
+            }
+        )
+        return
+    click.echo(f"# {summary.title}  ({summary.id})")
+    for m in messages:
+        flag = "" if str(m.status) == "complete" else f" [{m.status}]"
+        click.echo(f"\n{m.role}{flag}:\n{m.content}")
+
+
+@history.command("search")
+@click.argument("text")
+@click.option(
+    "--limit",
+    type=click.IntRange(min=1),
+    default=HISTORY_SEARCH_LIMIT,
+    show_default=True,
+    help="Show at most N matches.",
+)
+@config_option
+@json_option
+def history_search(text: str, limit: int, config_path: Path | None, as_json: bool) -> None:
+    """Find messages containing every word of TEXT, newest first.
+
+    Words match whole words and their forms ("run" finds "running"); end a word
+    with * to match a prefix. Quotes and other punctuation are plain text.
+    """
+    if not text.strip():
+        _fail("nothing to search for: give at least one word", 2)
+    store = _open_store(config_path)
+    try:
+        hits = store.search(text, limit=limit)
+    finally:
+        store.close()
+    if as_json:
+        _print_json([hit.as_dict() for hit in hits])
+        return
+    if not hits:
+        click.echo("(no matches)")
+        return
+    for hit in hits:
+        when = hit.created_at.strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{hit.conversation_id}  {when}  {hit.role}  {hit.title}")
+        click.echo(f"    {' '.join(hit.snippet.split())}")
+
+
+def _export_markdown(summary: ConversationSummary, messages: list[Message]) -> str:
+    lines = [f"# {summary.title}", "", f"Conversation `{summary.id}`"]
+    for m in messages:
+        heading = f"**{_ROLE_HEADINGS.get(str(m.role), str(m.role))}**"
+        when = m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
+        flag = "" if str(m.status) == "complete" else f" *({m.status})*"
+        lines += ["", f"{heading} · {when}{flag}", "", m.content.rstrip()]
+    return "\n".join(lines) + "\n"
+
+
+def _export_json(summary: ConversationSummary, messages: list[Message]) -> str:
+    document = {
+        "conversation": summary.as_dict(),
+        "messages": [
+            {
+                "id": m.id,
+                "role": str(m.role),
+                "content": m.content,
+                "status": str(m.status),
+                "created_at": m.created_at.isoformat(),
+                "model": m.model,
+                "tokens_in": m.tokens_in,
+                "tokens_out": m.tokens_out,
+                "metadata": dict(m.metadata),
+            }
+            for m in messages
+        ],
+    }
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+@history.command("export")
+@click.argument("conversation_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["md", "json"]),
+    default="md",
+    show_default=True,
+    help="Markdown for reading, JSON for tools.",
+)
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Write to FILE (created owner-only) instead of standard output.",
+)
+@config_option
+def history_export(
+    conversation_id: str, fmt: str, output: Path | None, config_path: Path | None
+) -> None:
+    """Export one conversation (ID may be a unique prefix) as Markdown or JSON."""
+    import os
+
+    store = _open_store(config_path)
+    try:
+        summary = _resolve_or_fail(store, conversation_id)
+        messages = store.get_messages(summary.id)
+    finally:
+        store.close()
+    render = _export_markdown if fmt == "md" else _export_json
+    text = render(summary, messages)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    try:
+        # Owner-only like the database: an export is the same private history.
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+    except OSError as exc:
+        _fail(f"cannot write {output}: {exc.strerror or exc}")
+    click.echo(f"exported {len(messages)} message(s) to {output}", err=True)
+
+
+@history.command("delete")
+@click.argument("conversation_id")
+@click.option("--yes", is_flag=True, help="Delete without asking.")
+@config_option
+def history_delete(conversation_id: str, yes: bool, config_path: Path | None) -> None:
+    """Delete a conversation (ID may be a unique prefix) and all its messages.
+
+    Asks first on a terminal; anywhere else (scripts, pipes) --yes is required.
+    With replication on, the deletion reaches the other devices too.
+    """
+    store = _open_store(config_path)
+    try:
+        summary = _resolve_or_fail(store, conversation_id)
+        if not yes:
+            if not sys.stdin.isatty():
+                _fail("standard input is not a terminal: add --yes to delete without asking", 2)
+            question = f"Delete “{summary.title}” ({summary.id}, {summary.message_count} messages)?"
+            if not click.confirm(question, default=False):
+                click.echo("kept")
+                return
+        store.delete_conversation(summary.id)
+    finally:
+        store.close()
+    click.echo(f"deleted {summary.id}  {summary.title}")
