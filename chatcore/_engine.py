@@ -26,6 +26,7 @@ from .errors import (
     InvalidInput,
     UnknownBackend,
 )
+from .export import export_format, read_transcript
 from .hooks import HookRegistry
 from .messages import Chunk, Message, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
@@ -37,6 +38,7 @@ if TYPE_CHECKING:
     from pathlib import Path
     from types import TracebackType
 
+    from .export import ExportFormat
     from .replication import Replicator, SyncStatus
 
 __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
@@ -131,8 +133,22 @@ class Engine:
         latest = self.store.latest_conversation_id()
         return None if latest is None else self.conversation(latest)
 
-    async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+    async def conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        """The stored conversations, most recently updated first.
+
+        Args:
+            limit: at most this many (the newest); None lists them all.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         return await trio.to_thread.run_sync(lambda: self.store.list_conversations(limit=limit))
+
+    async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        """The same as ``conversations()``, under the name earlier code uses."""
+        return await self.conversations(limit=limit)
 
     def status(self) -> EngineStatus:
         return EngineStatus(
@@ -366,6 +382,62 @@ class Conversation:
         """Every stored message of this conversation, oldest first."""
         store = self._engine.store
         return await trio.to_thread.run_sync(store.get_messages, self.id)
+
+    async def summary(self) -> ConversationSummary:
+        """This conversation as stored: title, created and updated times, backend, model,
+        message count.
+
+        Raises:
+            ConversationNotFound: nothing is stored yet (no turn has ended) or it was deleted.
+        """
+        summary = await trio.to_thread.run_sync(self._engine.store.get_conversation, self.id)
+        if summary is None:
+            raise ConversationNotFound(self.id)
+        return summary
+
+    async def rename(self, title: str) -> ConversationSummary:
+        """Give the conversation a new title (whitespace collapsed) and return its summary.
+
+        Raises:
+            InvalidInput: the title is blank.
+            ConversationNotFound: nothing is stored yet or it was deleted.
+        """
+        store = self._engine.store
+
+        def rename() -> ConversationSummary | None:
+            store.set_title(self.id, title)
+            return store.get_conversation(self.id)
+
+        summary = await trio.to_thread.run_sync(rename)
+        if summary is None:  # deleted between the two calls
+            raise ConversationNotFound(self.id)
+        return summary
+
+    async def delete(self) -> None:
+        """Delete the conversation and its messages (replicated as a deletion).
+
+        Raises:
+            ConversationNotFound: nothing is stored yet or it was already deleted.
+        """
+        deleted = await trio.to_thread.run_sync(self._engine.store.delete_conversation, self.id)
+        # The history cached for the next turn goes too: the id now names nothing.
+        self._engine._conversations.pop(self.id, None)
+        if not deleted:
+            raise ConversationNotFound(self.id)
+
+    async def export(self, format: ExportFormat = "markdown") -> str:
+        """The stored conversation as Markdown or JSON text (the format of ``chatcore.export``).
+
+        Args:
+            format: ``"markdown"`` (for reading) or ``"json"`` (for tools).
+
+        Raises:
+            ValueError: ``format`` is neither.
+            ConversationNotFound: nothing is stored yet or it was deleted.
+        """
+        chosen = export_format(format)
+        transcript = await trio.to_thread.run_sync(read_transcript, self._engine.store, self.id)
+        return transcript.render(chosen)
 
 
 class ReplyStream:
