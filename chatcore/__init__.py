@@ -77,6 +77,7 @@ if TYPE_CHECKING:
         Usage as Usage,
     )
     from .result import PluginResult as PluginResult
+    from .store import ConversationSummary as ConversationSummary
 
 __version__ = "0.1.0"
 
@@ -107,6 +108,7 @@ _EXPORTS = {
     "Role": ".messages",
     "Usage": ".messages",
     "PluginResult": ".result",
+    "ConversationSummary": ".store",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -9,15 +9,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import weakref
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import trio
 
+from ._conversation import Conversation, ReplyStream
 from ._plugins import BackgroundJobs, PluginManager, PluginStatus
 from .actors import ActorStatus, Supervisor, open_supervisor
 from .config import Config, load_config
@@ -35,7 +34,6 @@ from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, Tur
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
-    from types import TracebackType
 
     from .replication import Replicator, SyncStatus
 
@@ -43,8 +41,6 @@ __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open
 
 STATS_NAMESPACE = "@stats"
 """plugin_kv namespace of plugin counters and circuits; '@' can't start a plugin name."""
-REPLY_CHANNEL_SIZE = 64
-"""Chunks buffered per streamed reply before the backend waits for the reader."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,8 +127,22 @@ class Engine:
         latest = self.store.latest_conversation_id()
         return None if latest is None else self.conversation(latest)
 
-    async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+    async def conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        """The stored conversations, most recently updated first.
+
+        Args:
+            limit: at most this many (the newest); None lists them all.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        if limit is not None and limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
         return await trio.to_thread.run_sync(lambda: self.store.list_conversations(limit=limit))
+
+    async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        """The same as ``conversations()``, under the name earlier code uses."""
+        return await self.conversations(limit=limit)
 
     def status(self) -> EngineStatus:
         return EngineStatus(
@@ -272,185 +282,6 @@ def _salvage(turn: Turn) -> TurnRecord:
         backend=turn.options.backend,
         model=turn.options.model,
     )
-
-
-class Conversation:
-    """A conversation of an engine. Turns sent to one conversation run in order."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        state: ConversationState,
-        *,
-        backend: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-    ) -> None:
-        self._engine = engine
-        self._state = state
-        self.backend = backend
-        self.model = model
-        self.system = system
-
-    @property
-    def id(self) -> str:
-        return self._state.id
-
-    def __repr__(self) -> str:
-        return f"<Conversation {self.id}>"
-
-    def _options(
-        self,
-        backend: str | None,
-        model: str | None,
-        system: str | None,
-        temperature: float | None,
-        max_tokens: int | None,
-    ) -> TurnOptions:
-        return TurnOptions(
-            backend=backend or self.backend or self._engine.config.default_backend,
-            model=model or self.model,
-            system=system or self.system,
-            temperature=temperature,
-            max_tokens=max_tokens,
-        )
-
-    async def send(
-        self,
-        text: str,
-        *,
-        backend: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> Message:
-        """Send ``text`` and return the stored assistant reply.
-
-        Raises:
-            InvalidInput: empty, too long, or NUL bytes (nothing is written).
-            BackendError: the backend failed; what was said is stored all the same.
-        """
-        options = self._options(backend, model, system, temperature, max_tokens)
-        turn = self._engine._new_turn(self._state, text, options, None)
-        await self._engine._submit(turn)
-        try:
-            return await self._engine._await(turn)
-        except BaseException:
-            # The caller gave up (cancelled, Ctrl-C): stop generating, keep it as partial.
-            if not turn.finished.is_set():
-                turn.cancel()
-            raise
-
-    def stream(
-        self,
-        text: str,
-        *,
-        backend: str | None = None,
-        model: str | None = None,
-        system: str | None = None,
-        temperature: float | None = None,
-        max_tokens: int | None = None,
-    ) -> ReplyStream:
-        """Send ``text`` and iterate the reply's ``Chunk``s as they arrive.
-
-        Use it as ``async for chunk in conversation.stream(text)``, or inside
-        ``async with`` to make leaving early stop the reply (kept as ``partial``).
-        """
-        options = self._options(backend, model, system, temperature, max_tokens)
-        send, receive = trio.open_memory_channel[Chunk](REPLY_CHANNEL_SIZE)
-        turn = self._engine._new_turn(self._state, text, options, send)
-        return ReplyStream(self._engine, turn, receive)
-
-    async def messages(self) -> list[Message]:
-        """Every stored message of this conversation, oldest first."""
-        store = self._engine.store
-        return await trio.to_thread.run_sync(store.get_messages, self.id)
-
-
-class ReplyStream:
-    """The chunks of one reply; ``message`` holds the stored reply once it is done."""
-
-    def __init__(
-        self, engine: Engine, turn: Turn, receive: trio.MemoryReceiveChannel[Chunk]
-    ) -> None:
-        self._engine = engine
-        self._turn = turn
-        self._receive = receive
-        self._submitted = False
-        # A stream dropped without aclose() (a `break` out of a bare `async for`)
-        # must not leave its backend blocked on a full channel: stop the reply.
-        weakref.finalize(self, _drop_reply, trio.lowlevel.current_trio_token(), turn, receive)
-
-    @property
-    def conversation_id(self) -> str:
-        return self._turn.conversation.id
-
-    @property
-    def message(self) -> Message | None:
-        return self._turn.reply if self._turn.finished.is_set() else None
-
-    def cancel(self) -> None:
-        """Stop the reply; what arrived so far is stored as ``partial``."""
-        self._turn.cancel()
-
-    @property
-    def cancelled(self) -> bool:
-        return self._turn.cancel_scope.cancel_called
-
-    def __aiter__(self) -> ReplyStream:
-        return self
-
-    async def __anext__(self) -> Chunk:
-        if not self._submitted:
-            self._submitted = True
-            await self._engine._submit(self._turn)
-        try:
-            return await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
-            pass
-        await self._engine._await(self._turn)
-        raise StopAsyncIteration
-
-    async def __aenter__(self) -> ReplyStream:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    async def aclose(self) -> None:
-        """Stop the reply if it is still running and wait until it is stored."""
-        if not self._submitted:
-            self._receive.close()
-            return
-        if not self._turn.finished.is_set():
-            self._turn.cancel()
-        self._receive.close()
-        with (
-            trio.CancelScope(shield=True),
-            trio.move_on_after(self._engine.config.runtime.shutdown_grace_seconds),
-        ):
-            await self._turn.finished.wait()
-        if self._turn.finished.is_set():
-            self._engine._in_flight.discard(self._turn)
-
-
-def _drop_reply(
-    token: trio.lowlevel.TrioToken, turn: Turn, receive: trio.MemoryReceiveChannel[Chunk]
-) -> None:
-    def stop() -> None:
-        receive.close()
-        turn.cancel()
-
-    # The garbage collector may run this on any thread; Trio state is touched only
-    # from the run's own thread.
-    with contextlib.suppress(trio.RunFinishedError):
-        token.run_sync_soon(stop)
 
 
 @asynccontextmanager

@@ -26,6 +26,7 @@ def test_the_public_surface_changes_only_on_purpose() -> None:
         "ConfigError",
         "Conversation",
         "ConversationNotFound",
+        "ConversationSummary",
         "Engine",
         "EngineClosed",
         "EngineStatus",

@@ -201,6 +201,47 @@ def test_export_json_to_a_private_file(seeded: Path, tmp_path: Path) -> None:
     assert document["messages"][0]["created_at"] == T0.isoformat()
 
 
+def test_export_is_the_markdown_docs_storage_shows(data_dir: Path) -> None:
+    storage_md = (Path(__file__).parent.parent / "docs" / "storage.md").read_text()
+    documented = storage_md.split("## Exports", 1)[1].split("```markdown\n", 1)[1]
+    documented = documented.split("```", 1)[0]
+    with Store(data_dir / DB_FILENAME) as store:
+        store.write_turns(
+            [
+                TurnRecord(
+                    CONV,
+                    (
+                        Message.user("How do I keep my tomatoes running?", created_at=T0),
+                        Message.assistant(
+                            "Tomatoes need sun.",
+                            created_at=T0 + timedelta(seconds=3),
+                            model="llama3",
+                            status=MessageStatus.PARTIAL,
+                            metadata={
+                                "error": "interrupted: the engine shut down mid-reply",
+                                "citations": [
+                                    {
+                                        "document": "garden.md",
+                                        "heading": "Tomatoes",
+                                        "chunk": 2,
+                                        "score": 0.8123,
+                                    }
+                                ],
+                            },
+                        ),
+                    ),
+                    backend="ollama",
+                    model="llama3",
+                    system="Answer in one line.",
+                )
+            ]
+        )
+        store.set_title(CONV, "Tomato care")
+    result = invoke("history", "export", CONV)
+    assert result.exit_code == 0, result.output
+    assert result.output == documented
+
+
 def test_export_errors(seeded: Path, tmp_path: Path) -> None:
     missing = invoke("history", "export", "ffffffff")
     assert missing.exit_code == 2

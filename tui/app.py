@@ -91,7 +91,7 @@ class ChatcoreApp(App[None]):
         self.last_reply: Message | None = None
         self.keys: dict[str, str] = dict(config.tui.keys)
         """Action id → key(s) from `[tui.keys]`; the footer and help follow it."""
-        self.chat = ChatScreen()
+        self.chat = ChatScreen(self.bridge)
 
     # -- lifecycle --------------------------------------------------------------------------
 

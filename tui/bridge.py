@@ -4,14 +4,15 @@ Trio runs in guest mode on the app's own loop and thread
 (``trio.lowlevel.start_guest_run`` with ``loop.call_soon_threadsafe``), so there
 are no threads and no locks. The UI reaches the engine only through
 ``EngineBridge.spawn`` / ``call`` (scheduled with the Trio token); the engine
-reaches the UI only by posting Textual messages.
+reaches the UI only by posting Textual messages. The rest of ``tui/`` never
+imports Trio: the Trio tasks it starts use the engine's API and ``run_in_thread``.
 """
 
 from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 from textual.message import Message as UIMessage
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
     from chatcore import Config, Engine
 
 __all__ = ["EngineBridge", "EngineFailed", "EngineReady"]
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -109,6 +112,10 @@ class EngineBridge:
             return
         nursery = self._nursery
         self._token.run_sync_soon(lambda: nursery.start_soon(fn, *args))
+
+    async def run_in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """From a Trio task of the engine: run blocking ``fn(*args)`` in a worker thread."""
+        return await trio.to_thread.run_sync(fn, *args)
 
     def call(self, fn: Callable[[], Any]) -> None:
         """Run plain ``fn()`` inside the Trio run (for Trio objects such as cancel scopes)."""

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -13,12 +12,10 @@ from ._common import _fail, _guarded, _load, _print_json, _print_table, config_o
 from ._root import cli
 
 if TYPE_CHECKING:
-    from ..messages import Message
     from ..store import ConversationSummary, Store
 
 HISTORY_SEARCH_LIMIT = 20
 HISTORY_LIST_LIMIT = 100
-_ROLE_HEADINGS = {"user": "User", "assistant": "Assistant", "system": "System", "tool": "Tool"}
 
 
 def _open_store(config_path: Path | None) -> Store:
@@ -165,37 +162,6 @@ def history_search(text: str, limit: int, config_path: Path | None, as_json: boo
         click.echo(f"    {' '.join(hit.snippet.split())}")
 
 
-def _export_markdown(summary: ConversationSummary, messages: list[Message]) -> str:
-    lines = [f"# {summary.title}", "", f"Conversation `{summary.id}`"]
-    for m in messages:
-        heading = f"**{_ROLE_HEADINGS.get(str(m.role), str(m.role))}**"
-        when = m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC")
-        flag = "" if str(m.status) == "complete" else f" *({m.status})*"
-        lines += ["", f"{heading} · {when}{flag}", "", m.content.rstrip()]
-    return "\n".join(lines) + "\n"
-
-
-def _export_json(summary: ConversationSummary, messages: list[Message]) -> str:
-    document = {
-        "conversation": summary.as_dict(),
-        "messages": [
-            {
-                "id": m.id,
-                "role": str(m.role),
-                "content": m.content,
-                "status": str(m.status),
-                "created_at": m.created_at.isoformat(),
-                "model": m.model,
-                "tokens_in": m.tokens_in,
-                "tokens_out": m.tokens_out,
-                "metadata": dict(m.metadata),
-            }
-            for m in messages
-        ],
-    }
-    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-
-
 @history.command("export")
 @click.argument("conversation_id")
 @click.option(
@@ -220,14 +186,16 @@ def history_export(
     """Export one conversation (ID may be a unique prefix) as Markdown or JSON."""
     import os
 
+    from ..export import export_format, read_transcript
+
     store = _open_store(config_path)
     try:
         summary = _resolve_or_fail(store, conversation_id)
-        messages = store.get_messages(summary.id)
+        transcript = read_transcript(store, summary.id)
     finally:
         store.close()
-    render = _export_markdown if fmt == "md" else _export_json
-    text = render(summary, messages)
+    messages = transcript.messages
+    text = transcript.render(export_format(fmt))
     if output is None:
         click.echo(text, nl=False)
         return

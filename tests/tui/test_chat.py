@@ -554,12 +554,16 @@ async def test_export_writes_markdown_under_the_data_dir(data_dir: Path) -> None
         path = data_dir / "exports" / f"plans-q3-2026-{conversation_id[:8]}.md"
         await wait_for(lambda: f"Exported to {path}" in app.notes)
         await pilot.press("ctrl+q")
+    # The one exporter's Markdown (chatcore/export.py), as `chatcore history export` writes it.
+    ((_, messages),) = (await stored(config)).values()
+    times = [m.created_at.strftime("%Y-%m-%d %H:%M:%S UTC") for m in messages]
     assert path.read_text() == (
         "# Plans: Q3 / 2026!\n\n"
-        "## you\n\nPlans: Q3 / 2026!\n\n"
-        "## assistant\n\necho: Plans: Q3 / 2026!\n\n"
-        "## you\n\nsecond *point*\n\n"
-        "## assistant\n\necho: second *point*\n"
+        f"Conversation `{conversation_id}` · backend `echo` · model `echo`\n\n"
+        f"**User** · {times[0]}\n\nPlans: Q3 / 2026!\n\n"
+        f"**Assistant** · {times[1]}\n\necho: Plans: Q3 / 2026!\n\n"
+        f"**User** · {times[2]}\n\nsecond *point*\n\n"
+        f"**Assistant** · {times[3]}\n\necho: second *point*\n"
     )
 
 

@@ -1,34 +1,37 @@
 """The chat screen: conversations on the left, the streaming log, the prompt, the status bar.
 
-Engine work runs in ``async def _xxx`` Trio tasks started through the bridge; they
-report back only by posting the messages defined here, and the UI changes in the
-handlers of those messages.
+The screen renders and reacts. What it asks of the engine goes through its
+``ChatSession`` (``tui/session.py``), whose Trio tasks answer by posting the
+messages handled here; the UI changes only in those handlers.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import trio
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
-from textual.message import Message as UIMessage
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
-from chatcore import (
-    BackendError,
-    ChatcoreError,
-    EngineClosed,
-    EngineStopped,
-    MessageStatus,
-    PluginError,
-    Role,
-    UnknownBackend,
+from chatcore import Role
+from tui.session import (
+    Advice,
+    ChatSession,
+    ConversationDeleted,
+    ConversationExported,
+    ConversationOpened,
+    ConversationRenamed,
+    ConversationsLoaded,
+    Level,
+    Notice,
+    ReplyChunk,
+    ReplyDone,
+    TurnStarted,
+    describe_error,
 )
 from tui.widgets.conversations import ConversationList
 from tui.widgets.dialogs import ConfirmDialog, TextPrompt
@@ -37,157 +40,18 @@ from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
-
     from textual.app import ComposeResult
 
-    from chatcore import Engine, Message, ReplyStream
-    from chatcore.store import ConversationSummary
+    from chatcore import ConversationSummary, Message
     from tui.app import ChatcoreApp
+    from tui.bridge import EngineBridge
 
-__all__ = [
-    "EXPORTS_DIR",
-    "MESSAGES_SHOWN",
-    "NEW_TITLE",
-    "ChatScreen",
-    "MessageView",
-    "export_filename",
-    "export_markdown",
-]
+__all__ = ["MESSAGES_SHOWN", "NEW_TITLE", "ChatScreen", "MessageView"]
 
 MESSAGES_SHOWN = 20
 """Messages rendered when a stored conversation opens; older ones are summarised."""
 NEW_TITLE = "New conversation"
 PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
-RAG_PLUGIN = "rag"
-"""The plugin that "Add documents to RAG" hands files to (it offers ``add(paths)``)."""
-EXPORTS_DIR = "exports"
-"""Folder under the data dir that "Export to Markdown" writes to."""
-SLUG_MAX_CHARS = 50
-
-Advice = Literal["switch_backend", "plugins", "restart"]
-"""What a notice suggests doing; the UI words it with the key currently bound."""
-Level = Literal["error", "warning", "info"]
-
-
-# --- messages from the engine side ------------------------------------------------------------
-
-
-@dataclass
-class ConversationsLoaded(UIMessage):
-    summaries: list[ConversationSummary]
-
-
-@dataclass
-class ConversationOpened(UIMessage):
-    conversation_id: str
-    title: str
-    messages: list[Message]
-
-
-@dataclass
-class TurnStarted(UIMessage):
-    turn: int
-    conversation_id: str
-
-
-class StreamedText:
-    """Text streamed by the engine that the screen has not shown yet.
-
-    Both loops run on one thread, so this is shared without a lock. The engine
-    posts one ``ReplyChunk`` when the buffer goes from empty to not; the screen
-    takes everything gathered by then. At 200 chunks a second, a message per
-    chunk keeps the screen's queue busy, and Textual paints only when it is idle.
-    """
-
-    def __init__(self) -> None:
-        self._parts: list[str] = []
-
-    def add(self, text: str) -> bool:
-        """Gather ``text``; True when the screen must be told (the buffer was empty)."""
-        self._parts.append(text)
-        return len(self._parts) == 1
-
-    def take(self) -> str:
-        text = "".join(self._parts)
-        self._parts.clear()
-        return text
-
-
-@dataclass
-class ReplyChunk(UIMessage):
-    turn: int
-    streamed: StreamedText
-
-
-@dataclass
-class ReplyDone(UIMessage):
-    turn: int
-    message: Message | None
-    error: Exception | None = None
-
-
-@dataclass
-class Notice(UIMessage):
-    text: str
-    level: Level = "error"
-    advice: Advice | None = None
-
-
-@dataclass
-class ConversationRenamed(UIMessage):
-    conversation_id: str
-    title: str
-
-
-@dataclass
-class ConversationDeleted(UIMessage):
-    conversation_id: str
-    title: str
-
-
-@dataclass
-class ConversationExported(UIMessage):
-    path: Path
-
-
-# --- pure helpers --------------------------------------------------------------------------------
-
-
-def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
-    """The text of a notice for ``exc`` and what to suggest: never a traceback."""
-    if isinstance(exc, ChatcoreError):
-        text = str(exc) + "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
-    else:  # a bug somewhere below: say so in one line, the app stays up
-        text = f"unexpected error: {type(exc).__name__}: {exc}"
-    advice: Advice | None = None
-    if isinstance(exc, BackendError | UnknownBackend):
-        advice = "switch_backend"
-    elif isinstance(exc, PluginError):
-        advice = "plugins"
-    elif isinstance(exc, EngineClosed | EngineStopped):
-        advice = "restart"
-    return text, advice
-
-
-def export_filename(title: str, conversation_id: str) -> str:
-    """``<title-slug>-<first 8 characters of the id>.md``."""
-    slug = re.sub(r"[^a-z0-9]+", "-", title.casefold()).strip("-")[:SLUG_MAX_CHARS].rstrip("-")
-    return f"{slug or 'conversation'}-{conversation_id[:8]}.md"
-
-
-def export_markdown(title: str, messages: Sequence[Message]) -> str:
-    """The conversation as Markdown: ``# title``, then ``## you`` / ``## assistant`` sections."""
-    parts = [f"# {title}\n"]
-    for message in messages:
-        if not message.content and message.status is MessageStatus.ERROR:
-            continue  # a failed turn with nothing said: the error is not part of the talk
-        who = "you" if message.role is Role.USER else str(message.role)
-        body = message.content.rstrip()
-        if message.status is not MessageStatus.COMPLETE:
-            body += f"\n\n*({message.status})*"
-        parts.append(f"## {who}\n\n{body}\n")
-    return "\n".join(parts)
 
 
 # --- the screen ----------------------------------------------------------------------------------
@@ -242,14 +106,10 @@ class ChatScreen(Screen[None]):
         ),
     ]
 
-    def __init__(self) -> None:
+    def __init__(self, bridge: EngineBridge) -> None:
         super().__init__()
         self.state = _ScreenState()
-        # Trio side only: the live reply of each turn, stops asked before it existed,
-        # and the newest turn that has ended.
-        self._replies: dict[int, ReplyStream] = {}
-        self._stop_asked: set[int] = set()
-        self._last_finished = 0
+        self.session = ChatSession(bridge, self.post_message)
 
     @property
     def chat_app(self) -> ChatcoreApp:
@@ -281,156 +141,10 @@ class ChatScreen(Screen[None]):
             return None  # shown greyed out: there is nothing to stop
         return True
 
-    # -- engine side (Trio tasks; they only post messages) ---------------------------------
-
-    def _spawn(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        self.chat_app.bridge.spawn(self._guarded, fn, *args)
-
-    async def _guarded(self, fn: Callable[..., Awaitable[None]], *args: Any) -> None:
-        # A task that raised would take the engine's nursery, and the engine, down.
-        try:
-            await fn(*args)
-        except Exception as exc:
-            text, advice = describe_error(exc)
-            self.post_message(Notice(text, advice=advice))
-
-    @property
-    def _engine(self) -> Engine:
-        engine = self.chat_app.bridge.engine
-        if engine is None:
-            raise EngineClosed("the engine is not running")
-        return engine
-
-    async def _load_conversations(self) -> None:
-        self.post_message(ConversationsLoaded(await self._engine.list_conversations()))
-
-    async def _open(self, conversation_id: str) -> None:
-        engine = self._engine
-        conversation = engine.conversation(conversation_id)
-        messages = await conversation.messages()
-        summary = await trio.to_thread.run_sync(engine.store.get_conversation, conversation.id)
-        title = summary.title if summary is not None else NEW_TITLE
-        self.post_message(ConversationOpened(conversation.id, title, messages))
-
-    async def _run_turn(
-        self, key: int, conversation_id: str | None, text: str, backend: str
-    ) -> None:
-        reply: ReplyStream | None = None
-        error: Exception | None = None
-        try:
-            conversation = self._engine.conversation(conversation_id)
-            self.post_message(TurnStarted(key, conversation.id))
-            reply = conversation.stream(text, backend=backend)
-            self._replies[key] = reply
-            if key in self._stop_asked:
-                reply.cancel()
-            streamed = StreamedText()
-            async with reply:
-                async for chunk in reply:
-                    if chunk.text and streamed.add(chunk.text):
-                        self.post_message(ReplyChunk(key, streamed))
-        except Exception as exc:  # ends the turn in the UI whatever went wrong
-            error = exc
-        finally:
-            self._replies.pop(key, None)
-            self._stop_asked.discard(key)
-            self._last_finished = max(self._last_finished, key)
-        self.post_message(ReplyDone(key, reply.message if reply is not None else None, error))
-        await self._load_conversations()
-
-    def _stop(self, key: int) -> None:
-        reply = self._replies.get(key)
-        if reply is not None:
-            reply.cancel()
-        elif key > self._last_finished:
-            self._stop_asked.add(key)  # the turn's task hasn't made its reply yet
-
-    async def _health(self, backend: str) -> None:
-        engine = self._engine
-        try:
-            await engine.plugins.ensure_backend(backend)
-            report = await engine.plugins.get_backend_provider(backend).health()
-        except ChatcoreError as exc:
-            text = f"Backend {backend} is not ready: {exc}"
-            self.post_message(Notice(text, "warning", "switch_backend"))
-            return
-        if not report.get("ok", True):
-            detail = report.get("detail") or "no answer to a health check"
-            self.post_message(
-                Notice(f"Backend {backend} is not ready: {detail}", "warning", "switch_backend")
-            )
-
-    async def _rename(self, conversation_id: str, title: str) -> None:
-        store = self._engine.store
-        await trio.to_thread.run_sync(store.set_title, conversation_id, title)
-        summary = await trio.to_thread.run_sync(store.get_conversation, conversation_id)
-        self.post_message(ConversationRenamed(conversation_id, summary.title if summary else title))
-        await self._load_conversations()
-
-    async def _delete(self, conversation_id: str, title: str) -> None:
-        await trio.to_thread.run_sync(self._engine.store.delete_conversation, conversation_id)
-        self.post_message(ConversationDeleted(conversation_id, title))
-        await self._load_conversations()
-
-    async def _export(self, conversation_id: str) -> None:
-        engine = self._engine
-        summary = await trio.to_thread.run_sync(engine.store.get_conversation, conversation_id)
-        if summary is None:
-            self.post_message(Notice("Nothing to export: this conversation is not saved yet."))
-            return
-        messages = await trio.to_thread.run_sync(engine.store.get_messages, conversation_id)
-        path = (
-            engine.config.resolved_data_dir
-            / EXPORTS_DIR
-            / export_filename(summary.title, conversation_id)
-        )
-        text = export_markdown(summary.title, messages)
-
-        def write() -> None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_text(text, encoding="utf-8")
-
-        try:
-            await trio.to_thread.run_sync(write)
-        except OSError as exc:
-            self.post_message(Notice(f"Could not write {path}: {exc.strerror or exc}"))
-            return
-        self.post_message(ConversationExported(path))
-
-    async def _add_documents(self, path: Path) -> None:
-        try:
-            rag = self._engine.plugins.get_plugin(RAG_PLUGIN)
-        except PluginError:
-            self.post_message(
-                Notice(
-                    "Documents are answered from by the rag plugin, which is not enabled: add "
-                    f'[[plugins]] with plugin = "{RAG_PLUGIN}" to your config '
-                    "(`chatcore config path` shows which file), then restart.",
-                    "warning",
-                )
-            )
-            return
-        add = getattr(rag, "add", None)
-        if add is None:
-            self.post_message(Notice(f"The {RAG_PLUGIN!r} plugin cannot add documents."))
-            return
-        self.post_message(Notice(f"Adding {path} to RAG…", "info"))
-        try:
-            report = await add([path])
-        except ChatcoreError as exc:
-            self.post_message(Notice(f"Adding {path} failed: {exc}"))
-            return
-        failed = [f"{failed_path}: {why}" for failed_path, why in getattr(report, "failed", [])]
-        skipped = [f"skipped {where}: {why}" for where, why in getattr(report, "warnings", [])]
-        lines = [f"RAG: {report.summary()} ({path})", *failed, *skipped]
-        if getattr(report, "embed_error", None):
-            lines.append(f"Embeddings skipped: {report.embed_error}")
-        self.post_message(Notice("\n".join(lines), "warning" if failed else "info"))
-
     # -- UI side: requests ------------------------------------------------------------------
 
     def engine_ready(self) -> None:
-        self._spawn(self._load_conversations)
+        self.session.load_conversations()
         self._send_queued()
 
     def _send_queued(self) -> None:
@@ -439,7 +153,7 @@ class ChatScreen(Screen[None]):
 
     def check_backend(self) -> None:
         """Say in the chat when the current backend can't be reached, and what to do."""
-        self._spawn(self._health, self.chat_app.backend)
+        self.session.check_backend(self.chat_app.backend)
 
     @on(PromptInput.Submitted)
     async def send(self, event: PromptInput.Submitted) -> None:
@@ -462,8 +176,7 @@ class ChatScreen(Screen[None]):
         self.state.turns += 1
         self.state.turn = _TurnState(self.state.turns, view)
         self.refresh_bindings()
-        self._spawn(
-            self._run_turn,
+        self.session.send(
             self.state.turns,
             self.state.conversation_id,
             event.text,
@@ -472,11 +185,10 @@ class ChatScreen(Screen[None]):
 
     def action_stop_reply(self) -> None:
         if self.state.turn is not None:
-            key = self.state.turn.key
-            self.chat_app.bridge.call(lambda: self._stop(key))
+            self.session.stop(self.state.turn.key)
 
     def open_conversation(self, conversation_id: str) -> None:
-        self._spawn(self._open, conversation_id)
+        self.session.open(conversation_id)
 
     @on(OptionList.OptionSelected, "#conversations")
     def conversation_selected(self, event: OptionList.OptionSelected) -> None:
@@ -530,7 +242,7 @@ class ChatScreen(Screen[None]):
 
         def renamed(new_title: str | None) -> None:
             if new_title is not None and new_title.strip() and new_title.strip() != title:
-                self._spawn(self._rename, conversation_id, new_title)
+                self.session.rename(conversation_id, new_title)
 
         self.app.push_screen(
             TextPrompt("Rename conversation", title, placeholder="a title"), renamed
@@ -548,7 +260,7 @@ class ChatScreen(Screen[None]):
 
         def confirmed(yes: bool | None) -> None:
             if yes:
-                self._spawn(self._delete, conversation_id, title)
+                self.session.delete(conversation_id, title)
 
         self.app.push_screen(
             ConfirmDialog(f"Delete “{title}” and all its messages?", confirm_label="Delete"),
@@ -558,12 +270,12 @@ class ChatScreen(Screen[None]):
     def action_export_conversation(self) -> None:
         target = self._target()
         if target is not None:
-            self._spawn(self._export, target[0])
+            self.session.export(target[0])
 
     def action_add_documents(self) -> None:
         def chosen(path: str | None) -> None:
             if path is not None and path.strip():
-                self._spawn(self._add_documents, Path(path.strip()).expanduser())
+                self.session.add_documents(Path(path.strip()).expanduser())
 
         self.app.push_screen(
             TextPrompt("Add documents to RAG", "", placeholder="a file or folder"), chosen

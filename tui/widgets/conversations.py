@@ -12,7 +12,7 @@ from textual.widgets.option_list import Option, OptionDoesNotExist
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from chatcore.store import ConversationSummary
+    from chatcore import ConversationSummary
 
 __all__ = ["CONVERSATIONS_SHOWN", "ConversationList", "matches"]
 
