@@ -13,7 +13,10 @@ the base class, its ``name`` and ``version`` may be plain class attributes::
 
 A hook method returns the new value, ``None`` (unchanged) or a ``PluginResult``
 (``fail`` to report a problem, ``short_circuit`` to answer the turn itself);
-raising is a failure the engine counts and isolates. The modules behind these
+raising is a failure the engine counts and isolates. A plugin's CLI command
+(an entry point of the ``chatcore.commands`` group) uses ``config_option``,
+``json_option``, ``load_command_config``, ``print_json`` and ``run_guarded``
+for the same options, config lookup and errors as chatcore's own. The modules behind these
 names are private; this module's names change only on purpose (a test pins them).
 """
 
@@ -32,6 +35,11 @@ from ._plugins._host import BackgroundJob as BackgroundJob
 from ._plugins._host import PluginHost as PluginHost
 from ._plugins._lifecycle import PluginState as PluginState
 from ._plugins._records import PluginStatus as PluginStatus
+from .cli._common import config_option as config_option
+from .cli._common import json_option as json_option
+from .cli._common import load_command_config as load_command_config
+from .cli._common import print_json as print_json
+from .cli._common import run_guarded as run_guarded
 from .errors import BackendAuthError as BackendAuthError
 from .errors import BackendBadRequest as BackendBadRequest
 from .errors import BackendError as BackendError
@@ -92,5 +100,10 @@ __all__ = [
     "PluginType",
     "Role",
     "Usage",
+    "config_option",
     "hook",
+    "json_option",
+    "load_command_config",
+    "print_json",
+    "run_guarded",
 ]

@@ -698,7 +698,7 @@ def memory_command() -> click.Group:
 def _memory_group() -> click.Group:
     import click
 
-    from chatcore.cli import (
+    from chatcore.plugin import (
         config_option,
         json_option,
         load_command_config,

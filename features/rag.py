@@ -22,10 +22,17 @@ import click
 import trio
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from chatcore.cli import config_option, json_option, load_command_config, print_json, run_guarded
 from chatcore.errors import ChatcoreError, PluginError
 from chatcore.messages import REPLY_METADATA
-from chatcore.plugin import BaseFeatureExtension, PluginMetadata
+from chatcore.plugin import (
+    BaseFeatureExtension,
+    PluginMetadata,
+    config_option,
+    json_option,
+    load_command_config,
+    print_json,
+    run_guarded,
+)
 from chatcore.result import PluginResult
 
 from ._ingest import (

@@ -71,7 +71,12 @@ def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
             "PluginType",
             "Role",
             "Usage",
+            "config_option",
             "hook",
+            "json_option",
+            "load_command_config",
+            "print_json",
+            "run_guarded",
         ]
     )
     for name in chatcore.plugin.__all__:

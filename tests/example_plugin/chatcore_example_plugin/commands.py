@@ -6,8 +6,8 @@ from typing import TYPE_CHECKING
 
 import click
 
-from chatcore.cli import config_option, json_option, load_command_config, print_json, run_guarded
 from chatcore.config import validate_settings
+from chatcore.plugin import config_option, json_option, load_command_config, print_json, run_guarded
 
 from . import GreeterSettings
 
