@@ -9,6 +9,7 @@ if TYPE_CHECKING:
     from pathlib import Path
 
     from ._plugins._scan import ScanFinding
+    from .replication import ConnectivityState
 
 __all__ = [
     "BackendAuthError",
@@ -26,12 +27,18 @@ __all__ = [
     "HookFailed",
     "InvalidInput",
     "InvalidTransition",
+    "MessageConflict",
+    "MigrationError",
     "ModelNotFound",
     "PluginError",
     "PluginLoadError",
     "PluginProcessError",
     "PluginRefused",
+    "ReplicationError",
+    "ReplicationOff",
+    "ReplicationUnavailable",
     "ScaffoldError",
+    "StoreError",
     "UnknownBackend",
     "describe_error",
 ]
@@ -193,3 +200,59 @@ class EngineClosed(EngineError):
 
 class EngineStopped(EngineError):
     """The supervisor gave up: an actor crashed faster than its restart intensity."""
+
+
+class StoreError(ChatcoreError):
+    """Base of problems with the local database."""
+
+
+class MessageConflict(StoreError):
+    """A message id that is already stored belongs to a different conversation."""
+
+    def __init__(self, message_id: str, stored_in: str, written_to: str) -> None:
+        self.message_id = message_id
+        self.stored_in = stored_in
+        self.written_to = written_to
+        super().__init__(
+            f"message {message_id!r} belongs to conversation {stored_in!r}, "
+            f"not {written_to!r}; a message cannot move between conversations"
+        )
+
+
+class MigrationError(StoreError):
+    """A database's recorded migrations do not fit the code that opens it.
+
+    It was migrated by a newer release (a migration this code does not know), or a
+    migration set's record has a gap. The message names the file and the set.
+    """
+
+
+class ReplicationError(ChatcoreError):
+    """Base of replication problems."""
+
+
+class ReplicationOff(ReplicationError):
+    """A sync was asked for but ``[replication] redis_url`` is empty."""
+
+    exit_code = 2
+
+    def __init__(self) -> None:
+        super().__init__(
+            "replication is off: [replication] redis_url is empty, so history stays on "
+            "this machine; set it (e.g. redis://localhost:6379/0) to sync"
+        )
+
+
+class ReplicationUnavailable(ReplicationError):
+    """Redis can't be used now: unreachable (``offline``) or refusing work (``degraded``)."""
+
+    def __init__(self, target: str, reason: str, state: ConnectivityState) -> None:
+        self.target = target
+        self.reason = reason
+        self.state = state
+        # Compared by value: the state enum lives with the replicator, which imports this.
+        if state == "offline":
+            text = f"Redis at {target} is unreachable: {reason}; check [replication] redis_url"
+        else:
+            text = f"Redis at {target} refused the work: {reason}"
+        super().__init__(text)

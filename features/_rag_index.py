@@ -1,8 +1,8 @@
 """The RAG index in the engine's SQLite file: documents, chunks, FTS5 and vectors.
 
 Blocking calls on one connection of its own (WAL, busy timeout), safe to call
-from worker threads one at a time. The tables come from the store's migration
-``m002_rag_and_memory``: open a ``chatcore.store.Store`` on the file first.
+from worker threads one at a time. The tables are the ``rag`` migration set
+(``_rag_schema.py``), applied whenever the index opens a file.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from chatcore.messages import new_id
 from chatcore.store import connect, write_transaction
 
 from ._ingest import FORMATS, ChunkDraft, IngestError, chunk_blocks, parse_bytes
+from ._rag_schema import RAG_MIGRATIONS
 
 if TYPE_CHECKING:
     from collections.abc import Iterable, Sequence
@@ -198,14 +199,12 @@ class RagIndex:
         conn = connect(self.path)
         self._conn = conn
         self.db = Database(conn, execute_plugins=False)
-        tables = set(self.db.table_names())
-        missing = {"documents", "chunks", "chunks_fts"} - tables
-        if missing:
+        try:
+            RAG_MIGRATIONS.apply(self.db)
+        except BaseException:
             conn.close()
-            raise RagError(
-                f"{self.path}: no RAG tables ({', '.join(sorted(missing))}); "
-                "open it with chatcore first so its migrations run"
-            )
+            raise
+        tables = set(self.db.table_names())
         # A database from before the generation counter: changes are noticed through
         # data_version (other connections) and _writes (this one) instead, less precisely.
         self._has_generation = "rag_state" in tables

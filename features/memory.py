@@ -35,6 +35,7 @@ from chatcore.plugin import BaseFeatureExtension, PluginMetadata
 from chatcore.result import PluginResult
 from chatcore.store import connect
 
+from ._memory_schema import MEMORY_MIGRATIONS
 from ._tokens import (
     MESSAGE_OVERHEAD_TOKENS,
     REPLY_PRIMING_TOKENS,
@@ -185,25 +186,22 @@ def _keywords(text: str) -> set[str]:
 class MemoryStore:
     """Long-term facts per user in the ``memories`` table of a chatcore database.
 
-    Blocking and thread-safe (one connection behind a lock). The database must
-    already be migrated: open it once with ``chatcore.store.Store`` first.
+    Blocking and thread-safe (one connection behind a lock). Opening a file creates
+    it (owner-only) if missing and applies the ``memory`` migration set.
+
+    Raises:
+        MigrationError: the file was migrated by a newer release of the feature.
     """
 
     def __init__(self, db_path: str | Path) -> None:
         self.path = Path(db_path)
-        if not self.path.is_file():
-            raise InvalidInput(f"memory store: {str(self.path)!r} does not exist")
         self._lock = threading.Lock()
         self._conn = connect(self.path)
-        found = self._conn.execute(
-            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'memories'"
-        ).fetchone()
-        if found is None:
+        try:
+            MEMORY_MIGRATIONS.apply(self._conn)
+        except BaseException:
             self._conn.close()
-            raise InvalidInput(
-                f"memory store: {str(self.path)!r} has no memories table; "
-                "open it with chatcore.store.Store first so its migrations run"
-            )
+            raise
 
     def close(self) -> None:
         with self._lock:
@@ -393,7 +391,11 @@ class Memory(BaseFeatureExtension):
 
     async def _do_initialize(self) -> None:
         if self.host is not None and self.settings.long_term:
-            self._store = MemoryStore(self.host.database_path)
+            path = self.host.database_path
+            if path is None:
+                raise PluginError("long-term memory keeps facts in the database: it needs a store")
+            # In a thread: opening may apply the memory set, which waits for the write lock.
+            self._store = await trio.to_thread.run_sync(MemoryStore, path)
 
     async def _do_shutdown(self) -> None:
         if self._store is not None:
@@ -713,16 +715,8 @@ def _memory_group() -> click.Group:
     )
 
     def open_store(config_path: Path | None, user: str | None) -> tuple[MemoryStore, str]:
-        from chatcore.store import Store
-
         config = load_command_config(config_path)
-
-        def open_() -> MemoryStore:
-            # Store runs the migrations, so a fresh data dir gets its memories table.
-            Store(config.db_path).close()
-            return MemoryStore(config.db_path)
-
-        store: MemoryStore = run_guarded(open_)
+        store: MemoryStore = run_guarded(lambda: MemoryStore(config.db_path))
         return store, user if user is not None else _configured_user(config)
 
     @click.group(name="memory")

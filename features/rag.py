@@ -502,17 +502,11 @@ def _engine_backend(engine: Engine) -> Callable[[str], Awaitable[Any]]:
 async def _cli_session(
     config: Config, settings: RagSettings, *, use_embedder: bool = True
 ) -> AsyncIterator[tuple[RagIndex, Embedder | None]]:
-    """The index (migrated through the store) and, when configured, the embedder.
+    """The index (its tables migrated as it opens) and, when configured, the embedder.
 
     Without ``embed_backend`` no engine starts: BM25 needs only the database.
     """
-    from chatcore.store import Store
-
-    def open_index() -> RagIndex:
-        Store(config.db_path).close()
-        return RagIndex(config.db_path)
-
-    index = await trio.to_thread.run_sync(open_index)
+    index = await trio.to_thread.run_sync(RagIndex, config.db_path)
     try:
         name = settings.embed_backend
         if name is None or not use_embedder:

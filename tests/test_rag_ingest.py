@@ -60,7 +60,7 @@ def make_pdf(pages: list[str]) -> bytes:
 @pytest.fixture
 def index(tmp_path: Path) -> Any:
     db = tmp_path / "rag.db"
-    Store(db).close()  # runs the migrations, as the engine and the CLI do
+    Store(db).close()  # the engine's file: the store's tables beside the index's
     with RagIndex(db) as opened:
         yield opened
 

@@ -30,6 +30,7 @@ TOPICS = [
 def db(tmp_path: Path) -> Path:
     path = tmp_path / "rag.db"
     Store(path).close()
+    RagIndex(path).close()  # the rag migration set makes its tables
     return path
 
 

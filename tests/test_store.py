@@ -1,4 +1,6 @@
-"""Tests for the SQLite store, its migrations and the group-committing writer actor.
+"""Tests for the SQLite store and the group-committing writer actor.
+
+Migrations are tested in ``test_store_migrations.py``.
 
 Every test uses a real database file under ``tmp_path``. The module mixes plain
 and Trio tests, so Trio tests carry ``@pytest.mark.trio`` one by one. Writer
@@ -21,28 +23,22 @@ import trio
 import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from sqlite_utils import Database
 
-from chatcore import store as store_module
 from chatcore.errors import ConversationNotFound, InvalidInput
 from chatcore.messages import Message, MessageStatus, Role
 from chatcore.store import (
     CHECKPOINT_EVERY_COMMITS,
     DB_FILENAME,
     DEFAULT_TITLE,
-    MIGRATIONS,
     TITLE_MAX_CHARS,
     ConversationSummary,
     MessageConflict,
-    Migration,
     Store,
-    StoreError,
     StoreWriter,
     TurnRecord,
     make_title,
-    migrate,
-    migration,
 )
+from chatcore.store._readers import MESSAGE_SLOTS
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,172 +65,6 @@ def turn(conversation_id: str, user: str = "hello", reply: str = "hi", **kw: Any
 def raw(path: Path) -> sqlite3.Connection:
     """An independent connection: what another process would see."""
     return sqlite3.connect(path, isolation_level=None)
-
-
-def open_database(path: Path) -> Database:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return Database(raw(path), execute_plugins=False)
-
-
-# --------------------------------------------------------------------------- migrations
-
-
-def test_fresh_database_is_fully_migrated(store: Store, db_path: Path) -> None:
-    db = open_database(db_path)
-    assert {"conversations", "messages", "plugin_kv", "sync_state", "_migrations"} <= set(
-        db.table_names()
-    )
-    assert store.schema_version() == len(MIGRATIONS) == MIGRATIONS[-1].number
-    rows = list(db.table("_migrations").rows)
-    assert [row["name"] for row in rows] == [step.name for step in MIGRATIONS]
-    assert all(datetime.fromisoformat(row["applied_at"]).tzinfo is not None for row in rows)
-
-    messages = db.table("messages")
-    [fk] = messages.foreign_keys
-    assert (fk.column, fk.other_table, fk.other_column, fk.on_delete) == (
-        "conversation_id",
-        "conversations",
-        "id",
-        "CASCADE",
-    )
-    unique = [index for index in messages.indexes if index.unique and index.origin == "c"]
-    assert [index.columns for index in unique] == [["conversation_id", "seq"]]
-    assert any(i.columns == ["updated_at"] for i in db.table("conversations").indexes)
-    assert db.table("conversations").columns_dict["deleted_at"] is str
-    assert db.table("plugin_kv").pks == ["namespace", "key"]
-
-
-def test_reopening_applies_nothing_twice(db_path: Path) -> None:
-    Store(db_path).close()
-    before = list(open_database(db_path).table("_migrations").rows)
-    with Store(db_path) as reopened:
-        assert reopened.schema_version() == len(MIGRATIONS)
-    db = open_database(db_path)
-    assert list(db.table("_migrations").rows) == before
-    assert migrate(db) == []
-
-
-@pytest.mark.parametrize("version", range(1, len(MIGRATIONS) + 1))
-def test_database_at_every_version_migrates_forward(
-    db_path: Path, monkeypatch: pytest.MonkeyPatch, version: int
-) -> None:
-    old = open_database(db_path)
-    assert migrate(old, MIGRATIONS[:version]) == [m.name for m in MIGRATIONS[:version]]
-    old.execute(
-        "INSERT INTO conversations (id, title, created_at, updated_at) VALUES (?, ?, ?, ?)",
-        ["c-old", "Old", "2024-01-01T00:00:00.000000+00:00", "2024-01-01T00:00:00.000000+00:00"],
-    )
-    applied_before = list(old.table("_migrations").rows)
-    old.close()
-
-    later = len(MIGRATIONS) + 1
-    name = f"m{later:03d}_add_notes"
-
-    def add_notes(db: Database) -> None:
-        db.table("notes").create({"id": int, "text": str}, pk="id")
-
-    newer = [*MIGRATIONS, Migration(name, add_notes)]
-    monkeypatch.setattr(store_module, "MIGRATIONS", newer)
-    with Store(db_path) as upgraded:
-        assert upgraded.schema_version() == later
-        assert upgraded.get_conversation("c-old") is not None
-    db = open_database(db_path)
-    assert "notes" in db.table_names()
-    rows = list(db.table("_migrations").rows)
-    assert [row["name"] for row in rows] == [*(m.name for m in MIGRATIONS), name]
-    assert rows[:version] == applied_before
-
-
-@pytest.mark.parametrize("version", [1, 2])
-def test_history_from_an_older_version_survives_the_upgrade(db_path: Path, version: int) -> None:
-    old = open_database(db_path)
-    migrate(old, MIGRATIONS[:version])
-    old.execute(
-        "INSERT INTO conversations (id, title, created_at, updated_at, backend) "
-        "VALUES ('c1', 'Gardening', '2024-01-01T10:00:00.000000+00:00', "
-        "'2024-01-01T10:00:05.000000+00:00', 'echo')"
-    )
-    rows = [
-        ("m1", 1, "user", "How do tomatoes grow?", "2024-01-01T10:00:00.000000+00:00"),
-        ("m2", 2, "assistant", "Tomatoes like sunshine.", "2024-01-01T10:00:05.000000+00:00"),
-    ]
-    for mid, seq, role, content, created in rows:
-        old.execute(
-            "INSERT INTO messages (id, conversation_id, seq, role, content, status, created_at) "
-            "VALUES (?, 'c1', ?, ?, ?, 'complete', ?)",
-            [mid, seq, role, content, created],
-        )
-    if version >= 2:
-        old.execute(
-            "INSERT INTO documents (id, path, title, sha256, size, added_at) "
-            "VALUES ('d1', '/notes.md', 'Notes', 'ab', 3, '2024-01-01')"
-        )
-    old.close()
-
-    with Store(db_path) as upgraded:
-        assert upgraded.schema_version() == len(MIGRATIONS)
-        messages = upgraded.get_messages("c1")
-        assert [(m.id, m.role, m.content) for m in messages] == [
-            ("m1", Role.USER, "How do tomatoes grow?"),
-            ("m2", Role.ASSISTANT, "Tomatoes like sunshine."),
-        ]
-        summary = upgraded.get_conversation("c1")
-        assert summary is not None
-        assert (summary.title, summary.backend, summary.message_count) == ("Gardening", "echo", 2)
-        # Old messages are searchable: the index was filled by the migration.
-        assert [hit.message_id for hit in upgraded.search("tomato")] == ["m2", "m1"]
-        assert upgraded.outbox_depth() == 0  # old history is not queued by itself
-        device = upgraded.device_id
-    stamps = raw(db_path).execute("SELECT id, hlc, device_id FROM messages ORDER BY id")
-    ten = int(datetime(2024, 1, 1, 10, tzinfo=UTC).timestamp() * 1000)
-    assert stamps.fetchall() == [
-        ("m1", f"{ten:013d}.00000.{device}", device),
-        ("m2", f"{ten + 5000:013d}.00000.{device}", device),
-    ]
-    if version >= 2:
-        assert raw(db_path).execute("SELECT title FROM documents").fetchall() == [("Notes",)]
-
-
-def test_failed_migration_is_rolled_back(db_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    Store(db_path).close()
-
-    def broken(db: Database) -> None:
-        db.table("half_done").create({"id": int}, pk="id")
-        raise RuntimeError("migration bug")
-
-    name = f"m{len(MIGRATIONS) + 1:03d}_broken"
-    monkeypatch.setattr(store_module, "MIGRATIONS", [*MIGRATIONS, Migration(name, broken)])
-    with pytest.raises(RuntimeError, match="migration bug"):
-        Store(db_path)
-    db = open_database(db_path)
-    assert "half_done" not in db.table_names()
-    assert [row["name"] for row in db.table("_migrations").rows] == [m.name for m in MIGRATIONS]
-
-
-def test_database_from_a_newer_version_is_refused(db_path: Path) -> None:
-    Store(db_path).close()
-    raw(db_path).execute("INSERT INTO _migrations VALUES ('m999_future', '2030-01-01')")
-    with pytest.raises(StoreError, match=r"newer chatcore \(unknown migrations: m999_future\)"):
-        Store(db_path)
-
-
-def test_migration_registry_rejects_bad_names_and_gaps(tmp_path: Path) -> None:
-    with pytest.raises(ValueError, match="must look like 'm001_initial'"):
-        Migration("initial", lambda db: None)
-
-    def m007_skipped(db: Database) -> None:
-        pass
-
-    expected = len(MIGRATIONS) + 1
-    with pytest.raises(ValueError, match=f"out of order: expected number {expected}"):
-        migration(m007_skipped)
-    assert [step.name for step in MIGRATIONS] == [
-        "m001_initial",
-        "m002_rag_and_memory",
-        "m003_replication",
-    ]
-    with pytest.raises(ValueError, match=r"numbered 1..n without gaps, got \[2\]"):
-        migrate(open_database(tmp_path / "x.db"), [Migration("m002_x", m007_skipped)])
 
 
 # --------------------------------------------------------------------------- file and connections
@@ -308,7 +138,7 @@ def test_messages_round_trip_exactly(store: Store) -> None:
 
 def test_loaded_messages_have_every_field_of_the_model(store: Store) -> None:
     # Loading sets Message fields directly (fast path): a new field must be loaded too.
-    assert set(store_module._MESSAGE_SLOTS) == {f.name for f in dataclasses.fields(Message)}
+    assert set(MESSAGE_SLOTS) == {f.name for f in dataclasses.fields(Message)}
     sent = Message.assistant("x", metadata={"a": 1}, tokens_in=1)
     store.write_turns([TurnRecord("c", (sent,))])
     [got] = store.get_messages("c")

@@ -1,4 +1,4 @@
-"""Replication to Redis: the replicator actor, the Redis layout and its idempotent apply.
+"""The replicator actor: pushes the outbox to Redis, pulls other devices' changes.
 
 The local SQLite file is the source of truth. Every local change has an outbox row
 (written in the same transaction); the :class:`Replicator` pushes those rows to Redis
@@ -11,68 +11,39 @@ Redis is spoken to with the official synchronous client (``redis``) in a worker 
 asyncio loop, and the engine runs on Trio. A batch of 500 changes is one blocking round
 trip, so one thread hop per batch costs little; reading the next batch and deleting the
 previous one run in their own threads meanwhile.
-
-Layout (``P`` is ``[replication] key_prefix``; ``{conv:ID}`` is a hash tag, so every key
-of one conversation lives in one Redis Cluster slot):
-
-- ``P:{conv:ID}:meta`` hash: the conversation's last-writer-wins fields (``title``,
-  ``created_at``, ``backend``, ``model``, ``system``, ``metadata`` as JSON), the stamp
-  that wrote them (``hlc``, ``device``), and ``deleted_hlc``/``deleted_at`` once deleted;
-- ``P:{conv:ID}:msgs`` hash: message id → message JSON;
-- ``P:{conv:ID}:mhlc`` hash: message id → the stamp of the stored version;
-- ``P:{conv:ID}:applied`` set: ids of the changes applied already (the dedupe marker);
-- ``P:changes`` stream: one entry (fields ``device``, ``change``) per change that
-  altered Redis, read by the other devices.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import random
-import re
-from collections.abc import Mapping
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
 
 import trio
 
-from .errors import ChatcoreError
-from .hooks import HookType
-from .messages import ChatContext, utcnow
-from .store import Change, ChangeKind, StoreError
+from ..errors import ChatcoreError, ReplicationOff, ReplicationUnavailable, StoreError
+from ..hooks import HookType
+from ..messages import ChatContext, utcnow
+from ..store import Change, ChangeKind
+from ..store._changes import MESSAGE_CHANGE_PREFIX, parse_outbox_row
+from ..store._codec import to_json
+from ._client import describe_target, open_redis, url_secrets
+from ._connectivity import ConnectivityChange, ConnectivityState, SyncStatus, classify
+from ._layout import APPLY_SCRIPT, cursor_key, stream_key
+from ._redaction import pii_of, redact_change
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable, Sequence
+    from collections.abc import Awaitable, Callable, Mapping
 
     import redis
 
-    from .config import Config, ReplicationConfig
-    from .hooks import HookRegistry
-    from .store import Store
+    from ..config import ReplicationConfig
+    from ..hooks import HookRegistry
+    from ..store import Store
 
-__all__ = [
-    "HEARTBEAT_SECONDS",
-    "PUSH_POLL_SECONDS",
-    "ConnectivityChange",
-    "ConnectivityState",
-    "ReplicationError",
-    "ReplicationOff",
-    "ReplicationUnavailable",
-    "Replicator",
-    "SyncStatus",
-    "describe_target",
-    "open_redis",
-    "redact_change",
-    "sync_pull",
-    "sync_push",
-    "sync_status",
-]
-
-log = logging.getLogger(__name__)
+log = logging.getLogger("chatcore.replication")
 
 PUSH_POLL_SECONDS = 0.2
 """While online, how often the replicator looks for new outbox rows.
@@ -84,347 +55,8 @@ HEARTBEAT_SECONDS = 1.0
 
 SYNC_LAST_PUSH = "replication.last_push"
 SYNC_LAST_PULL = "replication.last_pull"
-_CURSOR_KEY = "replication.cursor"
 
 _NO_CONTEXT = ChatContext(conversation_id="")
-
-# Applies a whole batch of changes in one call. Per change: dedupe by its id, then
-# last-writer-wins, and a stream entry only when the change is new AND altered Redis.
-# Stamps are fixed-width text ending in the device id, so comparing them as strings is
-# comparing (time, counter, device).
-#
-# KEYS[1]: the change stream. ARGV[1]: the key prefix, then one argument per change: its
-# JSON as the outbox stores it (data last, so a message's JSON is the text between
-# '"data":' and the final brace, stored as is: no decode/encode round trip can alter
-# it). A CONVERSATION change is followed by its metadata as JSON text.
-#
-# Every change is checked before anything is written: a malformed one makes the script
-# return {'bad', n, reason} (n counts changes from 1) with Redis untouched. Otherwise it
-# returns {'ok', altered, duplicates}. The conversation keys are built here, not passed
-# in KEYS: that is what a single Redis allows, and what a Cluster would refuse.
-_APPLY_LUA = """
-local prefix = ARGV[1]
-local stamp_pattern = '^' .. string.rep('%d', 13) .. '%.' .. string.rep('%d', 5) .. '%..+$'
-local function text_or_empty(value)
-  if type(value) == 'string' then return value end
-  return ''
-end
-local changes = {}
-local i = 2
-local n = 0
-while i <= #ARGV do
-  local raw = ARGV[i]
-  n = n + 1
-  local ok, c = pcall(cjson.decode, raw)
-  if not ok or type(c) ~= 'table' then
-    return {'bad', n, 'not a JSON object'}
-  end
-  local kind, cid, stamp, device, data = c.kind, c.conversation_id, c.hlc, c.device_id, c.data
-  if type(cid) ~= 'string' or cid == '' then
-    return {'bad', n, 'conversation_id: expected non-empty text'}
-  end
-  if type(stamp) ~= 'string' or not string.find(stamp, stamp_pattern) then
-    return {'bad', n, 'hlc: expected <13 digits>.<5 digits>.<device id>'}
-  end
-  if type(device) ~= 'string' or device == '' then
-    return {'bad', n, 'device_id: expected non-empty text'}
-  end
-  if type(data) ~= 'table' then
-    return {'bad', n, 'data: expected an object'}
-  end
-  local change = {kind = kind, cid = cid, stamp = stamp, device = device, raw = raw}
-  if kind == 'message' then
-    if type(data.id) ~= 'string' or data.id == '' then
-      return {'bad', n, 'data.id: expected non-empty text'}
-    end
-    local at = string.find(raw, '"data":', 1, true)
-    if not at or string.sub(raw, -2) ~= '}}' then
-      return {'bad', n, 'data: expected as the last field'}
-    end
-    change.id = 'msg:' .. data.id .. ':' .. stamp
-    change.mid = data.id
-    change.body = string.sub(raw, at + 7, -2)
-  elseif kind == 'conversation' then
-    i = i + 1
-    if ARGV[i] == nil then
-      return {'bad', n, 'no metadata argument after a conversation change'}
-    end
-    change.id = 'conversation:' .. cid .. ':' .. stamp
-    change.fields = {
-      'title', text_or_empty(data.title), 'created_at', text_or_empty(data.created_at),
-      'backend', text_or_empty(data.backend), 'model', text_or_empty(data.model),
-      'system', text_or_empty(data.system), 'metadata', ARGV[i],
-    }
-  elseif kind == 'tombstone' then
-    if type(data.deleted_at) ~= 'string' then
-      return {'bad', n, 'data.deleted_at: expected text'}
-    end
-    change.id = 'tombstone:' .. cid .. ':' .. stamp
-    change.deleted_at = data.deleted_at
-  else
-    return {'bad', n, 'kind: expected message, conversation or tombstone'}
-  end
-  changes[n] = change
-  i = i + 1
-end
-local stream = KEYS[1]
-local tombstoned = {}
-local altered_count, duplicates = 0, 0
-for _, c in ipairs(changes) do
-  local base = prefix .. ':{conv:' .. c.cid .. '}:'
-  if redis.call('SADD', base .. 'applied', c.id) == 0 then
-    duplicates = duplicates + 1
-  else
-    local tomb = tombstoned[c.cid]
-    if tomb == nil then
-      tomb = redis.call('HEXISTS', base .. 'meta', 'deleted_hlc') == 1
-      tombstoned[c.cid] = tomb
-    end
-    local altered = false
-    if tomb then
-      altered = false
-    elseif c.kind == 'message' then
-      local current = redis.call('HGET', base .. 'mhlc', c.mid)
-      if (not current) or c.stamp > current then
-        redis.call('HSET', base .. 'msgs', c.mid, c.body)
-        redis.call('HSET', base .. 'mhlc', c.mid, c.stamp)
-        altered = true
-      end
-    elseif c.kind == 'conversation' then
-      local current = redis.call('HGET', base .. 'meta', 'hlc')
-      if (not current) or c.stamp > current then
-        redis.call('HSET', base .. 'meta', 'hlc', c.stamp, 'device', c.device, unpack(c.fields))
-        altered = true
-      end
-    else
-      redis.call('DEL', base .. 'msgs', base .. 'mhlc')
-      redis.call('HSET', base .. 'meta', 'deleted_hlc', c.stamp, 'deleted_at', c.deleted_at)
-      tombstoned[c.cid] = true
-      altered = true
-    end
-    if altered then
-      redis.call('XADD', stream, '*', 'device', c.device, 'change', c.raw)
-      altered_count = altered_count + 1
-    end
-  end
-end
-return {'ok', altered_count, duplicates}
-"""
-
-_MESSAGE_HEAD = '{"kind":"message",'
-"""How every MESSAGE change the store writes begins (``_change_json``: fixed key order)."""
-
-
-# --------------------------------------------------------------------------- values
-
-
-class ConnectivityState(StrEnum):
-    """How the replicator stands with Redis."""
-
-    OFFLINE = "offline"
-    """Redis can't be reached (refused, timed out, TLS failed)."""
-    CONNECTING = "connecting"
-    """A connection attempt is under way."""
-    ONLINE = "online"
-    """Redis answers and accepts writes."""
-    DEGRADED = "degraded"
-    """Redis answers but refuses the work (out of memory, read-only, loading, auth)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ConnectivityChange:
-    """The payload of ``ON_CONNECTIVITY_CHANGE``."""
-
-    previous: ConnectivityState
-    state: ConnectivityState
-    error: str | None
-    target: str
-    """Where Redis is, without any password (``redis://host:port``)."""
-
-
-@dataclass(frozen=True, slots=True)
-class SyncStatus:
-    """Replication at a glance; ``last_push``/``last_pull`` are ISO 8601 UTC or None."""
-
-    state: str
-    pending: int
-    last_error: str | None
-    device_id: str
-    last_push: str | None
-    last_pull: str | None
-
-    def as_dict(self) -> dict[str, Any]:
-        """Exactly ``{"state","pending","last_error","device_id","last_push","last_pull"}``."""
-        return {
-            "state": self.state,
-            "pending": self.pending,
-            "last_error": self.last_error,
-            "device_id": self.device_id,
-            "last_push": self.last_push,
-            "last_pull": self.last_pull,
-        }
-
-
-class ReplicationError(ChatcoreError):
-    """Base of replication problems."""
-
-
-class ReplicationOff(ReplicationError):
-    """A sync was asked for but ``[replication] redis_url`` is empty."""
-
-    exit_code = 2
-
-    def __init__(self) -> None:
-        super().__init__(
-            "replication is off: [replication] redis_url is empty, so history stays on "
-            "this machine; set it (e.g. redis://localhost:6379/0) to sync"
-        )
-
-
-class ReplicationUnavailable(ReplicationError):
-    """Redis can't be used now: unreachable (``offline``) or refusing work (``degraded``)."""
-
-    def __init__(self, target: str, reason: str, state: ConnectivityState) -> None:
-        self.target = target
-        self.reason = reason
-        self.state = state
-        if state is ConnectivityState.OFFLINE:
-            text = f"Redis at {target} is unreachable: {reason}; check [replication] redis_url"
-        else:
-            text = f"Redis at {target} refused the work: {reason}"
-        super().__init__(text)
-
-
-# --------------------------------------------------------------------------- helpers
-
-
-def describe_target(url: str) -> str:
-    """``scheme://host:port`` (or ``unix://path``) of a Redis URL: never its password."""
-    parts = urlsplit(url)
-    if parts.scheme == "unix":
-        return f"unix://{parts.path}"
-    try:
-        port = parts.port or 6379
-    except ValueError:
-        port = 6379
-    host = parts.hostname or "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}:{port}"
-
-
-def _database(url: str) -> str:
-    parts = urlsplit(url)
-    path = parts.path if parts.scheme != "unix" else ""
-    db = path.strip("/") or "0"
-    for pair in parts.query.split("&"):
-        name, _, value = pair.partition("=")
-        if name == "db" and value:
-            db = value
-    return db
-
-
-def _secrets(url: str) -> list[str]:
-    parts = urlsplit(url)
-    found = []
-    if parts.password:
-        found += [parts.password, unquote(parts.password)]
-    return sorted({s for s in found if s}, key=len, reverse=True)
-
-
-def _scrub(text: str, secrets: Sequence[str]) -> str:
-    for secret in secrets:
-        text = text.replace(secret, "***")
-    return text
-
-
-def _pii_of(metadata: Any) -> dict[str, str]:
-    pii = metadata.get("pii") if isinstance(metadata, Mapping) else None
-    if not isinstance(pii, Mapping):
-        return {}
-    return {str(p): str(o) for p, o in pii.items() if o}
-
-
-def _redact_text(text: str, pii: Mapping[str, str]) -> str:
-    """Replace each original by its placeholder, longest first, in one pass.
-
-    One pass: a placeholder put in is never searched again, so an original that
-    happens to occur inside a placeholder ("EMAIL" in "<EMAIL_1>") can't mangle it.
-    """
-    if not pii or not text:
-        return text
-    by_original = {original: placeholder for placeholder, original in pii.items()}
-    ordered = sorted(by_original, key=len, reverse=True)
-    pattern = re.compile("|".join(re.escape(original) for original in ordered))
-    return pattern.sub(lambda match: by_original[match.group()], text)
-
-
-def redact_change(change: Change, pii: Mapping[str, str] | None = None) -> Change:
-    """The change as it may leave this machine: redacted PII stays redacted.
-
-    A message whose metadata has ``"pii"`` (``{placeholder: original}``) is sent with
-    each original replaced by its placeholder in its content, and without the
-    ``"pii"`` key. A conversation change has its title and system prompt redacted
-    with ``pii`` (the mappings of its messages: the title is made from the first
-    user message, which keeps what the user typed).
-    """
-    if change.kind is ChangeKind.CONVERSATION:
-        if not pii:
-            return change
-        data = dict(change.data)
-        for name in ("title", "system"):
-            if isinstance(data.get(name), str):
-                data[name] = _redact_text(data[name], pii)
-        return dataclasses.replace(change, data=data)
-    if change.kind is not ChangeKind.MESSAGE:
-        return change
-    metadata = change.data.get("metadata")
-    if not isinstance(metadata, Mapping) or "pii" not in metadata:
-        return change
-    content = _redact_text(str(change.data.get("content") or ""), _pii_of(metadata))
-    kept = {k: v for k, v in metadata.items() if k != "pii"}
-    return dataclasses.replace(change, data={**change.data, "content": content, "metadata": kept})
-
-
-def _json(value: Any) -> str:
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_plain)
-
-
-def _plain(value: object) -> object:
-    if isinstance(value, Mapping):
-        return dict(value)
-    raise TypeError(f"cannot send a {type(value).__name__} to Redis: {value!r}")
-
-
-def open_redis(settings: ReplicationConfig) -> redis.Redis:
-    """A client for ``settings.redis_url`` with the configured timeouts and no retries.
-
-    Retries and backoff are the replicator's (with its connectivity state); the
-    client's own would hide an outage behind seconds of silent waiting.
-
-    Raises:
-        ReplicationError: the URL can't be used (the password is never shown).
-    """
-    import redis as redis_lib
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    try:
-        return redis_lib.Redis.from_url(
-            settings.redis_url,
-            socket_connect_timeout=settings.connect_timeout_seconds,
-            socket_timeout=settings.command_timeout_seconds,
-            retry=Retry(NoBackoff(), 0),
-            decode_responses=True,
-            health_check_interval=0,
-        )
-    except (ValueError, TypeError) as exc:
-        reason = _scrub(str(exc), _secrets(settings.redis_url))
-        target = describe_target(settings.redis_url)
-        raise ReplicationError(f"[replication] redis_url {target} is invalid: {reason}") from None
-
-
-# --------------------------------------------------------------------------- batches
 
 
 @dataclass(slots=True)
@@ -471,9 +103,6 @@ class _Step:
             raise self.errors[name]
 
 
-# --------------------------------------------------------------------------- replicator
-
-
 class Replicator:
     """The replication actor: keeps the connectivity state, pushes, pulls.
 
@@ -508,14 +137,13 @@ class Replicator:
         self._hooks = hooks
         self._rng = rng if rng is not None else random.Random()
         self._client = client if client is not None else open_redis(settings)
-        self._script = self._client.register_script(_APPLY_LUA)
+        self._script = self._client.register_script(APPLY_SCRIPT)
         self.target = describe_target(settings.redis_url)
-        self._secrets = _secrets(settings.redis_url)
+        self._secrets = url_secrets(settings.redis_url)
         prefix = settings.key_prefix
         self._prefix = prefix
-        self._stream = f"{prefix}:changes"
-        # The cursor belongs to one stream on one server: another URL starts afresh.
-        self._cursor_key = f"{_CURSOR_KEY}:{self.target}/{_database(settings.redis_url)}/{prefix}"
+        self._stream = stream_key(prefix)
+        self._cursor_key = cursor_key(settings.redis_url, prefix)
         self._state = ConnectivityState.OFFLINE
         self._last_error: str | None = None
         self._last_push: str | None = None
@@ -734,25 +362,9 @@ class Replicator:
         await self._set_state(ConnectivityState.ONLINE, None)
 
     async def _unavailable(self, exc: BaseException) -> ReplicationUnavailable:
-        state, reason = self._classify(exc)
+        state, reason = classify(exc, self.target, self._secrets)
         await self._set_state(state, reason)
         return ReplicationUnavailable(self.target, reason, state)
-
-    def _classify(self, exc: BaseException) -> tuple[ConnectivityState, str]:
-        from redis import exceptions as rx
-
-        text = _scrub(str(exc) or type(exc).__name__, self._secrets)
-        degraded = (rx.AuthenticationError, rx.BusyLoadingError, rx.ResponseError)
-        if isinstance(exc, degraded) or not isinstance(
-            exc, rx.ConnectionError | rx.TimeoutError | OSError
-        ):
-            # redis-py drops the error code (OOM, READONLY...); its class name keeps it.
-            return ConnectivityState.DEGRADED, f"{type(exc).__name__}: {text}"
-        # A plain Redis never answers a TLS hello: it waits, so that shows as a timeout.
-        tls_trouble = "SSL" in text or "TLS" in text or isinstance(exc, rx.TimeoutError)
-        if self.target.startswith("rediss://") and tls_trouble:
-            text = f"TLS handshake failed ({text}); is the server speaking TLS on that port?"
-        return ConnectivityState.OFFLINE, text
 
     def _load_times(self) -> None:
         if not self._loaded_times:
@@ -800,10 +412,10 @@ class Replicator:
         conversations: list[tuple[int, Change]] = []
         for row_id, text in rows:
             ids.append(row_id)
-            if text.startswith(_MESSAGE_HEAD) and '"pii"' not in text:
+            if text.startswith(MESSAGE_CHANGE_PREFIX) and '"pii"' not in text:
                 args.append(text)
                 continue
-            change = redact_change(self._parse_row(row_id, text))
+            change = redact_change(parse_outbox_row(self._store.path, row_id, text))
             if change.kind is ChangeKind.CONVERSATION:
                 conversations.append((len(args), change))
                 args += ("", "")
@@ -814,20 +426,14 @@ class Replicator:
             for index, change in conversations:
                 change = redact_change(change, pii.get(change.conversation_id))
                 args[index] = change.to_json()
-                args[index + 1] = _json(change.data.get("metadata") or {})
+                args[index + 1] = to_json(change.data.get("metadata") or {})
         return _Batch(ids, args, full=len(rows) == limit)
-
-    def _parse_row(self, row_id: int, text: str) -> Change:
-        try:
-            return Change.from_json(text)
-        except StoreError as exc:
-            raise StoreError(f"{self._store.path}: outbox row {row_id}: {exc}") from None
 
     def _conversation_pii(self, conversation_ids: set[str]) -> dict[str, dict[str, str]]:
         """Every ``pii`` mapping of these conversations' messages (read from the local store)."""
         found: dict[str, dict[str, str]] = {}
         for cid, text in self._store.pii_mappings(sorted(conversation_ids)):
-            found.setdefault(cid, {}).update(_pii_of({"pii": json.loads(text)}))
+            found.setdefault(cid, {}).update(pii_of({"pii": json.loads(text)}))
         return found
 
     def _send(self, batch: _Batch) -> None:
@@ -857,70 +463,3 @@ class Replicator:
             log.warning("replication: skipping stream entry %s: %s", entry_id, exc)
             return None
         return None if change.device_id == own else change
-
-
-# --------------------------------------------------------------------------- CLI helpers
-
-
-def _open(config: Config) -> tuple[Store, Replicator]:
-    from .store import Store
-
-    if not config.replication.redis_url:
-        raise ReplicationOff()
-    store = Store(config.db_path, outbox=True)
-    try:
-        return store, Replicator(store, config.replication)
-    except BaseException:
-        store.close()
-        raise
-
-
-async def _run(config: Config, action: str) -> Any:
-    store, replicator = _open(config)
-    try:
-        if action == "push":
-            return await replicator.push_once()
-        if action == "pull":
-            return await replicator.pull_once()
-        return await replicator.probe()
-    finally:
-        replicator.close()
-        store.close()
-
-
-def sync_push(config: Config) -> int:
-    """``chatcore sync push``: drain the outbox once; the number of changes sent.
-
-    Raises:
-        ReplicationOff: no ``redis_url``.
-        ReplicationUnavailable: Redis is unreachable or refusing writes.
-    """
-    count: int = trio.run(_run, config, "push")
-    return count
-
-
-def sync_pull(config: Config) -> int:
-    """``chatcore sync pull``: merge other devices' changes; how many altered this store."""
-    count: int = trio.run(_run, config, "pull")
-    return count
-
-
-def sync_status(config: Config) -> SyncStatus:
-    """``chatcore sync status``: the state from one PING, plus the outbox and sync times.
-
-    With replication off, the state is ``"off"``.
-    """
-    if not config.replication.redis_url:
-        from .store import Store
-
-        with Store(config.db_path) as store:
-            return SyncStatus(
-                state="off",
-                pending=store.outbox_depth(),
-                last_error=None,
-                device_id=store.device_id,
-                last_push=store.sync_get(SYNC_LAST_PUSH),
-                last_pull=store.sync_get(SYNC_LAST_PULL),
-            )
-    status: SyncStatus = trio.run(_run, config, "status")
-    return status

@@ -1,0 +1,253 @@
+"""Reading conversations and messages: the list, one conversation, full-text search."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any
+
+from ..messages import Message, MessageStatus, Role
+from ._codec import dt_from_text
+from ._connection import StoreConnection
+
+if TYPE_CHECKING:
+    from collections.abc import Mapping, Sequence
+    from datetime import datetime
+
+SEARCH_LIMIT = 20
+"""How many hits ``Store.search`` returns unless asked for another number."""
+
+_MIN_PREFIX = 4
+
+
+@dataclass(frozen=True, slots=True)
+class ConversationSummary:
+    """One row of the conversation list."""
+
+    id: str
+    title: str
+    created_at: datetime
+    updated_at: datetime
+    message_count: int
+    backend: str | None
+    model: str | None
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict; datetimes as ISO 8601 strings."""
+        return {
+            "id": self.id,
+            "title": self.title,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "message_count": self.message_count,
+            "backend": self.backend,
+            "model": self.model,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class SearchHit:
+    """One message that matched a history search."""
+
+    conversation_id: str
+    title: str
+    message_id: str
+    role: Role
+    snippet: str
+    created_at: datetime
+
+    def as_dict(self) -> dict[str, object]:
+        """Return a JSON-ready dict; the time as an ISO 8601 string."""
+        return {
+            "conversation_id": self.conversation_id,
+            "title": self.title,
+            "message_id": self.message_id,
+            "role": self.role.value,
+            "snippet": self.snippet,
+            "created_at": self.created_at.isoformat(),
+        }
+
+
+def search_query(text: str) -> str | None:
+    """Turn what a person typed into a safe FTS5 query, or None if nothing is searchable.
+
+    Every whitespace-separated word becomes a quoted phrase (so FTS5 operators
+    and punctuation are just text) and all of them must match; a word ending in
+    ``*`` matches as a prefix. Words without a letter or digit are dropped.
+    """
+    terms = []
+    # FTS5 query text ends at a NUL byte, which would leave a quote open.
+    for word in text.replace("\x00", " ").split():
+        prefix = word.endswith("*")
+        word = word.rstrip("*")
+        if not any(ch.isalnum() for ch in word):
+            continue
+        phrase = '"' + word.replace('"', '""') + '"'
+        terms.append(phrase + "*" if prefix else phrase)
+    return " ".join(terms) or None
+
+
+# Newest first: FTS5 walks its rowids backwards and stops at the limit, where
+# ranking would score every match (rowids grow as messages are added).
+_SEARCH = """
+SELECT m.conversation_id, c.title, m.id, m.role,
+       snippet(messages_fts, 0, '**', '**', '…', 16), m.created_at
+FROM messages_fts
+JOIN messages m ON m.rowid = messages_fts.rowid
+JOIN conversations c ON c.id = m.conversation_id
+WHERE messages_fts MATCH ?1 AND c.deleted_at IS NULL
+ORDER BY messages_fts.rowid DESC
+LIMIT ?2
+"""
+
+_SUMMARY_COLUMNS = """
+    c.id, c.title, c.created_at, c.updated_at,
+    (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id),
+    c.backend, c.model
+"""
+
+_MESSAGE_COLUMNS = "id, role, content, created_at, model, tokens_in, tokens_out, status, metadata"
+
+
+def _summary(row: Sequence[Any]) -> ConversationSummary:
+    return ConversationSummary(
+        id=row[0],
+        title=row[1],
+        created_at=dt_from_text(row[2]),
+        updated_at=dt_from_text(row[3]),
+        message_count=row[4],
+        backend=row[5],
+        model=row[6],
+    )
+
+
+_ROLES = {role.value: role for role in Role}
+_STATUSES = {status.value: status for status in MessageStatus}
+_NO_METADATA: Mapping[str, Any] = MappingProxyType({})
+MESSAGE_SLOTS = (
+    "id",
+    "role",
+    "content",
+    "created_at",
+    "model",
+    "tokens_in",
+    "tokens_out",
+    "status",
+    "metadata",
+)
+
+
+def _message(row: Sequence[Any]) -> Message:
+    # Loading a long conversation builds thousands of these: rows this store
+    # wrote are already valid, so the fields are set directly, skipping the
+    # checks and conversions of Message.__post_init__ (a third of the cost).
+    message = object.__new__(Message)
+    text = row[8]
+    values = (
+        row[0],
+        _ROLES[row[1]],
+        row[2],
+        dt_from_text(row[3]),
+        row[4],
+        row[5],
+        row[6],
+        _STATUSES[row[7]],
+        _NO_METADATA if text == "{}" else MappingProxyType(json.loads(text)),
+    )
+    for name, value in zip(MESSAGE_SLOTS, values, strict=True):
+        object.__setattr__(message, name, value)
+    return message
+
+
+def _glob_literal(text: str) -> str:
+    # GLOB (unlike LIKE) is case-sensitive, so SQLite can use the primary key
+    # index for a prefix match; brackets make the metacharacters literal.
+    return "".join(f"[{ch}]" if ch in "*?[" else ch for ch in text)
+
+
+class ConversationReader(StoreConnection):
+    """The part of ``Store`` that reads history (on the reader connection)."""
+
+    def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
+        """Conversations, most recently updated first."""
+        rows = self._read(
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE c.deleted_at IS NULL "
+            "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
+            [-1 if limit is None else limit],
+        )
+        return [_summary(row) for row in rows]
+
+    def get_conversation(self, conversation_id: str) -> ConversationSummary | None:
+        rows = self._read(
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c "
+            "WHERE c.id = ? AND c.deleted_at IS NULL",
+            [conversation_id],
+        )
+        return _summary(rows[0]) if rows else None
+
+    def get_messages(self, conversation_id: str) -> list[Message]:
+        """The messages of a conversation, oldest first ([] if there is none).
+
+        Ordered by (created_at, id), not by local insertion, so every device that
+        holds the same messages lists them in the same order.
+        """
+        rows = self._read(
+            f"SELECT {_MESSAGE_COLUMNS} FROM messages WHERE conversation_id = ? "
+            "ORDER BY created_at, id",
+            [conversation_id],
+        )
+        return [_message(row) for row in rows]
+
+    def search(self, text: str, *, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
+        """Messages whose content matches every word of ``text``, newest first.
+
+        Matching is full-text (words, not substrings; "running" finds "run");
+        punctuation and FTS5 syntax in ``text`` are taken literally, never raised on.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        if limit < 1:
+            raise ValueError(f"limit must be at least 1, got {limit}")
+        query = search_query(text)
+        if query is None:
+            return []
+        rows = self._read(_SEARCH, [query, limit])
+        return [
+            SearchHit(
+                conversation_id=row[0],
+                title=row[1],
+                message_id=row[2],
+                role=Role(row[3]),
+                snippet=row[4],
+                created_at=dt_from_text(row[5]),
+            )
+            for row in rows
+        ]
+
+    def latest_conversation_id(self) -> str | None:
+        rows = self._read(
+            "SELECT id FROM conversations WHERE deleted_at IS NULL "
+            "ORDER BY updated_at DESC, id DESC LIMIT 1"
+        )
+        return rows[0][0] if rows else None
+
+    def resolve_conversation_id(self, prefix: str) -> str | None:
+        """Return the id that is ``prefix`` or uniquely starts with it.
+
+        A prefix shorter than four characters only matches a whole id. Returns
+        None when nothing matches or the prefix is ambiguous.
+        """
+        exact = self._read(
+            "SELECT id FROM conversations WHERE id = ? AND deleted_at IS NULL", [prefix]
+        )
+        if exact:
+            return str(exact[0][0])
+        if len(prefix) < _MIN_PREFIX:
+            return None
+        rows = self._read(
+            "SELECT id FROM conversations WHERE id GLOB ? AND deleted_at IS NULL LIMIT 2",
+            [_glob_literal(prefix) + "*"],
+        )
+        return str(rows[0][0]) if len(rows) == 1 else None
