@@ -16,7 +16,10 @@ A hook method returns the new value, ``None`` (unchanged) or a ``PluginResult``
 raising is a failure the engine counts and isolates. A plugin's CLI command
 (an entry point of the ``chatcore.commands`` group) uses ``config_option``,
 ``json_option``, ``load_command_config``, ``print_json`` and ``run_guarded``
-for the same options, config lookup and errors as chatcore's own. The modules behind these
+for the same options, config lookup and errors as chatcore's own. A plugin that
+keeps tables of its own in the engine's database (``host.database_path``, with the
+``store`` permission) opens it with ``connect_database`` and owns its schema as a
+``MigrationSet``. The modules behind these
 names are private; this module's names change only on purpose (a test pins them).
 """
 
@@ -49,6 +52,7 @@ from .errors import BackendUnavailable as BackendUnavailable
 from .errors import ChatcoreError as ChatcoreError
 from .errors import ConfigError as ConfigError
 from .errors import InvalidInput as InvalidInput
+from .errors import MigrationError as MigrationError
 from .errors import ModelNotFound as ModelNotFound
 from .errors import PluginError as PluginError
 from .errors import PluginLoadError as PluginLoadError
@@ -63,6 +67,10 @@ from .messages import MessageStatus as MessageStatus
 from .messages import Role as Role
 from .messages import Usage as Usage
 from .result import PluginResult as PluginResult
+from .store import KVNamespace as KVNamespace
+from .store import MigrationSet as MigrationSet
+from .store import connect as connect_database
+from .store import write_transaction as write_transaction
 
 __all__ = [
     "REPLY_METADATA",
@@ -86,8 +94,11 @@ __all__ = [
     "HookPriority",
     "HookType",
     "InvalidInput",
+    "KVNamespace",
     "Message",
     "MessageStatus",
+    "MigrationError",
+    "MigrationSet",
     "ModelNotFound",
     "PluginConfig",
     "PluginError",
@@ -101,9 +112,11 @@ __all__ = [
     "Role",
     "Usage",
     "config_option",
+    "connect_database",
     "hook",
     "json_option",
     "load_command_config",
     "print_json",
     "run_guarded",
+    "write_transaction",
 ]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from chatcore.store import MigrationSet
+from chatcore.plugin import MigrationSet
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

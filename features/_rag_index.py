@@ -24,7 +24,7 @@ from sqlite_utils import Database
 
 from chatcore.errors import ChatcoreError
 from chatcore.messages import new_id
-from chatcore.store import connect, write_transaction
+from chatcore.plugin import connect_database, write_transaction
 
 from ._ingest import FORMATS, ChunkDraft, IngestError, chunk_blocks, parse_bytes
 from ._rag_schema import RAG_MIGRATIONS
@@ -196,7 +196,7 @@ class RagIndex:
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        conn = connect(self.path)
+        conn = connect_database(self.path)
         self._conn = conn
         self.db = Database(conn, execute_plugins=False)
         try:

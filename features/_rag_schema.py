@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from sqlite_utils.db import ForeignKey
 
-from chatcore.store import MigrationSet
+from chatcore.plugin import MigrationSet
 
 if TYPE_CHECKING:
     from sqlite_utils import Database

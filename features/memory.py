@@ -31,9 +31,8 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore.errors import InvalidInput, PluginError
 from chatcore.messages import REPLY_METADATA, ChatContext, Message, Role, new_id, utcnow
-from chatcore.plugin import BaseFeatureExtension, PluginMetadata
+from chatcore.plugin import BaseFeatureExtension, PluginMetadata, connect_database
 from chatcore.result import PluginResult
-from chatcore.store import connect
 
 from ._memory_schema import MEMORY_MIGRATIONS
 from ._tokens import (
@@ -196,7 +195,7 @@ class MemoryStore:
     def __init__(self, db_path: str | Path) -> None:
         self.path = Path(db_path)
         self._lock = threading.Lock()
-        self._conn = connect(self.path)
+        self._conn = connect_database(self.path)
         try:
             MEMORY_MIGRATIONS.apply(self._conn)
         except BaseException:

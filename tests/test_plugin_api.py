@@ -57,8 +57,11 @@ def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
             "HookPriority",
             "HookType",
             "InvalidInput",
+            "KVNamespace",
             "Message",
             "MessageStatus",
+            "MigrationError",
+            "MigrationSet",
             "ModelNotFound",
             "PluginConfig",
             "PluginError",
@@ -72,11 +75,13 @@ def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
             "Role",
             "Usage",
             "config_option",
+            "connect_database",
             "hook",
             "json_option",
             "load_command_config",
             "print_json",
             "run_guarded",
+            "write_transaction",
         ]
     )
     for name in chatcore.plugin.__all__:

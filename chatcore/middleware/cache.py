@@ -37,8 +37,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from chatcore.messages import ChatContext
-    from chatcore.plugin import CallNext
-    from chatcore.store import KVNamespace
+    from chatcore.plugin import CallNext, KVNamespace
 
 __all__ = ["CacheMiddleware", "CacheSettings", "context_key"]
 
