@@ -32,7 +32,7 @@ from _report import Report, Row, Summary, conclude, machine, ms, print_table, ra
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
 from chatcore.messages import ChatContext, Message, Role  # noqa: E402
-from chatcore.plugin import PluginConfig, PluginHost  # noqa: E402
+from chatcore.plugin import PluginConfig, PluginHost, SharedRecord  # noqa: E402
 from chatcore.store import Store  # noqa: E402
 from features._rag_index import RagIndex, fts_query  # noqa: E402
 from features.memory import KV_SUMMARY_KEY, Memory, MemoryStore  # noqa: E402
@@ -207,6 +207,10 @@ async def _no_backend(name: str) -> Any:
     raise RuntimeError(f"the benchmark lends no backend (asked for {name!r})")
 
 
+async def _unchanged(record: SharedRecord) -> SharedRecord:
+    return record
+
+
 def make_host(store: Store, name: str) -> PluginHost:
     return PluginHost(
         name=name,
@@ -215,6 +219,7 @@ def make_host(store: Store, name: str) -> PluginHost:
         database_path=store.path,
         backend=_no_backend,
         spawn=_no_spawn,
+        share=_unchanged,
     )
 
 
@@ -245,7 +250,7 @@ async def check_processors(
         "a masked word and a password pattern appended to the prose are masked",
     )
     found = await pii.process_message(Message.user(DENSE), context)
-    noted = found.data.metadata.get("pii", {})
+    noted = found.data.local("pii_redactor") or {}
     kinds = sorted({p[1:].split("_")[0] for p in noted})
     report.check(
         "pii_redactor finds",

@@ -322,7 +322,7 @@ async def open_engine(
         if replicating:
             from .replication import Replicator
 
-            replicator = Replicator(store, cfg.replication, hooks=hooks)
+            replicator = Replicator(store, cfg.replication, hooks=hooks, share=manager.share)
         async with open_supervisor(
             max_restarts=runtime.max_restarts,
             within_s=runtime.restart_window_seconds,

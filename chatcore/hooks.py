@@ -67,6 +67,8 @@ class HookType(StrEnum):
     ON_PLUGIN_LOAD = "on_plugin_load"
     ON_PLUGIN_UNLOAD = "on_plugin_unload"
     ON_CONNECTIVITY_CHANGE = "on_connectivity_change"
+    BEFORE_SHARE = "before_share"
+    """A ``SharedRecord`` (text about to leave the local store) may be changed."""
 
 
 class HookPriority(IntEnum):

@@ -10,22 +10,22 @@ from __future__ import annotations
 import dataclasses
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Self
-
-if TYPE_CHECKING:
-    from collections.abc import Mapping
+from typing import Any, Self
 
 __all__ = [
+    "LOCAL_METADATA",
     "REPLY_METADATA",
     "ChatContext",
     "Chunk",
     "Message",
     "MessageStatus",
     "Role",
+    "SharedRecord",
     "Usage",
     "citation_lines",
     "new_id",
@@ -127,6 +127,53 @@ class Message:
 
     def with_metadata(self, **items: Any) -> Self:
         return dataclasses.replace(self, metadata={**self.metadata, **items})
+
+    def local(self, plugin: str) -> Any:
+        """What ``plugin`` keeps on this message that must not leave the machine, or None."""
+        kept = self.metadata.get(LOCAL_METADATA)
+        return kept.get(plugin) if isinstance(kept, Mapping) else None
+
+    def with_local(self, plugin: str, value: Any) -> Self:
+        """A copy with ``value`` as ``plugin``'s local data (see ``LOCAL_METADATA``)."""
+        kept = self.metadata.get(LOCAL_METADATA)
+        others = dict(kept) if isinstance(kept, Mapping) else {}
+        return self.with_metadata(**{LOCAL_METADATA: {**others, plugin: value}})
+
+
+LOCAL_METADATA = "local"
+"""Key of ``Message.metadata`` (and ``ChatContext.metadata``) holding plugin-local data,
+``{plugin name: value}``. It is stored in the local database and never leaves the
+machine: replication leaves it out, and so do logs; a plugin that must change what
+leaves does so with a ``BEFORE_SHARE`` hook."""
+
+
+@dataclass(frozen=True, slots=True)
+class SharedRecord:
+    """Text about to leave the local store (replicated to Redis, written to a log).
+
+    ``BEFORE_SHARE`` hooks receive it and return it with ``texts`` changed (a PII
+    redactor puts its placeholders back in). ``local`` is the plugin-local data of
+    the messages the text comes from: the message's own, or, for a conversation's
+    title and system prompt, that of each of its messages, oldest first.
+    """
+
+    conversation_id: str
+    texts: Mapping[str, str]
+    """``{"content": ...}`` for a message; ``{"title": ..., "system": ...}`` for a conversation."""
+    local: tuple[Mapping[str, Any], ...] = ()
+    destination: str = "replication"
+    """``replication`` or ``log``."""
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "texts", _freeze(self.texts))
+        object.__setattr__(self, "local", tuple(_freeze(m) for m in self.local))
+
+    def with_texts(self, **texts: str) -> SharedRecord:
+        return dataclasses.replace(self, texts={**self.texts, **texts})
+
+    def local_of(self, plugin: str) -> list[Any]:
+        """``plugin``'s local data in each source message that has some."""
+        return [kept[plugin] for kept in self.local if kept.get(plugin) is not None]
 
 
 @dataclass(frozen=True, slots=True)

@@ -59,12 +59,14 @@ from .errors import PluginLoadError as PluginLoadError
 from .hooks import HookFailure as HookFailure
 from .hooks import HookPriority as HookPriority
 from .hooks import HookType as HookType
+from .messages import LOCAL_METADATA as LOCAL_METADATA
 from .messages import REPLY_METADATA as REPLY_METADATA
 from .messages import ChatContext as ChatContext
 from .messages import Chunk as Chunk
 from .messages import Message as Message
 from .messages import MessageStatus as MessageStatus
 from .messages import Role as Role
+from .messages import SharedRecord as SharedRecord
 from .messages import Usage as Usage
 from .result import PluginResult as PluginResult
 from .store import KVNamespace as KVNamespace
@@ -73,6 +75,7 @@ from .store import connect as connect_database
 from .store import write_transaction as write_transaction
 
 __all__ = [
+    "LOCAL_METADATA",
     "REPLY_METADATA",
     "BackendAuthError",
     "BackendBadRequest",
@@ -110,6 +113,7 @@ __all__ = [
     "PluginStatus",
     "PluginType",
     "Role",
+    "SharedRecord",
     "Usage",
     "config_option",
     "connect_database",

@@ -9,8 +9,12 @@ placeholder is split across streamed chunks.
 
 What stays local: the stored user message keeps what the user typed, and the
 placeholder → original mapping lives in this plugin's own key-value namespace
-(``map:<conversation id>``) and in the ``pii`` metadata of the messages, which
-the replicator uses to replicate the redacted form only.
+(``map:<conversation id>``) and in the plugin-local metadata of the messages
+(``message.local("pii_redactor")``). Whatever leaves the machine (replication to
+Redis, log lines) passes this plugin's ``BEFORE_SHARE`` hook, which puts the
+placeholders back in, so personal data that went to the model redacted never leaves
+unredacted. Messages stored by chatcore 0.1 kept the mapping under a top-level
+``pii`` key; the plugin's migration set moves it when it first opens a database.
 """
 
 from __future__ import annotations
@@ -20,28 +24,42 @@ import ipaddress
 import math
 import re
 from collections import Counter, OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
+import trio
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from chatcore.hooks import HookType
-from chatcore.messages import MessageStatus
-from chatcore.plugin import BaseMessageProcessor, PluginMetadata, hook
-from chatcore.result import PluginResult
+from chatcore.plugin import (
+    LOCAL_METADATA,
+    BaseMessageProcessor,
+    HookType,
+    MessageStatus,
+    MigrationSet,
+    PluginMetadata,
+    PluginResult,
+    SharedRecord,
+    connect_database,
+    hook,
+)
 
 from ._streaming import StreamStates
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Iterator, Mapping, Sequence
+    from collections.abc import Iterable, Iterator, Sequence
+    from pathlib import Path
 
-    from chatcore.messages import ChatContext, Chunk, Message
+    from sqlite_utils import Database
+
+    from chatcore.plugin import ChatContext, Chunk, Message
 
 __all__ = [
     "DEFAULT_ENTROPY_THRESHOLD",
     "DEFAULT_SKIP_BACKENDS",
     "KINDS",
-    "METADATA_KEY",
+    "MIGRATIONS",
+    "PLUGIN_NAME",
     "Found",
     "PIIRedactor",
     "PIISettings",
@@ -60,7 +78,10 @@ KINDS: tuple[Kind, ...] = ("email", "phone", "card", "iban", "ip", "secret")
 DEFAULT_SKIP_BACKENDS = ("ollama", "echo")
 DEFAULT_ENTROPY_THRESHOLD = 4.0
 """Bits per character; random base62 tokens of 32+ characters measure about 4.5-5."""
-METADATA_KEY = "pii"
+PLUGIN_NAME = "pii_redactor"
+"""The key of this plugin's data in a message's plugin-local metadata."""
+LEGACY_KEY = "pii"
+"""Where chatcore 0.1 kept the mapping: a top-level key of the message's metadata."""
 MAPS_CACHED = 256
 """Conversations whose placeholder maps stay in memory (the rest are reread from kv)."""
 FINDINGS_CACHED = 2048
@@ -326,8 +347,8 @@ def redact_with(text: str, mapping: Mapping[str, str]) -> str:
     """Replace every original in ``mapping`` ({placeholder: original}) by its placeholder.
 
     Pure text replacement, longest original first, for turning stored messages
-    into their redacted form (the replicator does this with a message's ``pii``
-    metadata).
+    into their redacted form (the ``BEFORE_SHARE`` hook does this with the notes of
+    the messages a shared text comes from).
     """
     if not mapping or not text:
         return text
@@ -468,6 +489,36 @@ class PIISettings(BaseModel):
         return backend not in self.skip_backends
 
 
+MIGRATIONS = MigrationSet(PLUGIN_NAME)
+"""This plugin's schema changes of the engine's database (data only: it owns no table)."""
+
+
+@MIGRATIONS
+def m001_local_notes(db: Database) -> None:
+    """0.1's top-level ``pii`` notes move under the plugin-local key, in messages and outbox."""
+    local = f"$.{LOCAL_METADATA}.{PLUGIN_NAME}"
+    db.conn.execute(
+        f"UPDATE messages SET metadata = json_set(json_remove(metadata, '$.{LEGACY_KEY}'), "
+        f"'{local}', json_extract(metadata, '$.{LEGACY_KEY}')) "
+        f"WHERE json_type(metadata, '$.{LEGACY_KEY}') = 'object'"
+    )
+    if db["outbox"].exists():
+        legacy = f"$.data.metadata.{LEGACY_KEY}"
+        db.conn.execute(
+            f"UPDATE outbox SET change = json_set(json_remove(change, '{legacy}'), "
+            f"'$.data.metadata.{LOCAL_METADATA}.{PLUGIN_NAME}', json_extract(change, '{legacy}')) "
+            f"WHERE json_type(change, '{legacy}') = 'object'"
+        )
+
+
+def _migrate(path: Path) -> None:
+    conn = connect_database(path)
+    try:
+        MIGRATIONS.apply(conn)
+    finally:
+        conn.close()
+
+
 @dataclass(slots=True)
 class _TurnState:
     """The reply being streamed for a redacted turn."""
@@ -484,6 +535,8 @@ class PIIRedactor(BaseMessageProcessor):
         description="Reversible redaction of e-mails, phones, cards, IBANs, IPs and secrets "
         "for cloud backends",
         tags=("privacy", "redaction"),
+        # The store: its migration set moves the notes chatcore 0.1 wrote.
+        permissions=("store",),
     )
     settings_model: ClassVar[type[BaseModel]] = PIISettings
     settings: PIISettings
@@ -502,6 +555,8 @@ class PIIRedactor(BaseMessageProcessor):
     async def _do_initialize(self) -> None:
         self._kinds = frozenset(self.settings.detect)
         self._findings.clear()
+        if self.host is not None and self.host.database_path is not None:
+            await trio.to_thread.run_sync(_migrate, self.host.database_path)
 
     # -- the mapping --
 
@@ -540,10 +595,10 @@ class PIIRedactor(BaseMessageProcessor):
     async def process_message(
         self, message: Message, context: ChatContext
     ) -> PluginResult[Message]:
-        """Number the personal data of the user's message; note it in metadata, text unchanged.
+        """Number the personal data of the user's message; note it locally, text unchanged.
 
-        The stored message keeps what the user typed; ``pii`` tells the replicator
-        what to replace before it leaves the machine.
+        The stored message keeps what the user typed; its local note tells the
+        ``BEFORE_SHARE`` hook what to replace before it leaves the machine.
         """
         if not self.settings.redacts_for(context.backend):
             return PluginResult.ok(message)
@@ -555,7 +610,7 @@ class PIIRedactor(BaseMessageProcessor):
         if grew:
             self._save(context.conversation_id, mapping)
         noted = {mapping.placeholder_for(f.kind, f.value)[0]: f.value for f in found}
-        return PluginResult.ok(message.with_metadata(**{METADATA_KEY: noted}))
+        return PluginResult.ok(message.with_local(PLUGIN_NAME, noted))
 
     @hook(HookType.BEFORE_MODEL_LOAD)
     async def redact_context(
@@ -581,7 +636,12 @@ class PIIRedactor(BaseMessageProcessor):
             grew = grew or new
         if grew:
             self._save(conversation_id, mapping)
-        return PluginResult.ok(payload.replace(messages=tuple(messages), system=system))
+        redacted = payload.replace(messages=tuple(messages), system=system)
+        # What the placeholders stand for travels locally with the context (the response
+        # cache keys on it: the same placeholder text means another thing elsewhere).
+        kept = dict(payload.metadata.get(LOCAL_METADATA) or {})
+        kept[PLUGIN_NAME] = dict(mapping.placeholders)
+        return PluginResult.ok(redacted.with_metadata(**{LOCAL_METADATA: kept}))
 
     async def process_chunk(self, chunk: Chunk, context: ChatContext) -> PluginResult[Chunk] | None:
         """Restore placeholders in a streamed piece, holding back one cut at the end."""
@@ -615,6 +675,17 @@ class PIIRedactor(BaseMessageProcessor):
                 message if content == message.content else message.replace(content=content)
             )
         noted = {p: mapping[p] for p in sorted(used) if p in mapping}
-        return PluginResult.ok(
-            message.replace(content=content).with_metadata(**{METADATA_KEY: noted})
+        return PluginResult.ok(message.replace(content=content).with_local(PLUGIN_NAME, noted))
+
+    @hook(HookType.BEFORE_SHARE)
+    async def share(self, record: SharedRecord, context: ChatContext) -> SharedRecord:
+        """Texts leaving the machine carry placeholders where the user typed personal data."""
+        mapping: dict[str, str] = {}
+        for noted in record.local_of(PLUGIN_NAME):
+            if isinstance(noted, Mapping):
+                mapping.update({str(p): str(o) for p, o in noted.items() if o})
+        if not mapping:
+            return record
+        return record.with_texts(
+            **{name: redact_with(text, mapping) for name, text in record.texts.items()}
         )

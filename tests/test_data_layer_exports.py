@@ -53,7 +53,6 @@ REPLICATION_NAMES = [
     "SyncStatus",
     "describe_target",
     "open_redis",
-    "redact_change",
     "sync_pull",
     "sync_push",
     "sync_status",

@@ -186,4 +186,4 @@ priority = 10
         assert "cached" not in bob.metadata
         assert again.content == "Writing to alice@example.com."
         assert again.metadata["cached"] is True
-        assert again.metadata["pii"] == {"<EMAIL_1>": "alice@example.com"}
+        assert again.local("pii_redactor") == {"<EMAIL_1>": "alice@example.com"}

@@ -194,3 +194,21 @@ async def test_other_personal_data_and_tokens_are_redacted_too(
     assert line["user"] == (
         "call <PHONE> from <IP>, IBAN <IBAN>, token <SECRET>, version 1.2.3 on 2024"
     )
+
+
+async def test_logged_content_passes_the_plugins_share_hooks_first(
+    write_config: WriteConfig, data_dir: Path
+) -> None:
+    # The PII redactor's BEFORE_SHARE hook puts its own placeholder in before the
+    # logger's patterns run: the line reads <EMAIL_1>, as the backend saw it.
+    config = write_config(
+        BASE
+        + '[[plugins]]\nplugin = "pii_redactor"\n[plugins.config]\nskip_backends = []\n'
+        + logging_entry(log_content=True)
+    )
+    async with open_engine(config) as engine:
+        reply = await engine.conversation().send(f"mail {EMAIL} now")
+    assert reply.content == f"echo: mail {EMAIL} now"
+    (line,) = read_log(data_dir / "logs" / "chatcore.jsonl")
+    assert line["user"] == "mail <EMAIL_1> now"
+    assert line["reply"] == "echo: mail <EMAIL_1> now"

@@ -36,6 +36,7 @@ def entries(*specs: str) -> str:
 def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
     assert sorted(chatcore.plugin.__all__) == sorted(
         [
+            "LOCAL_METADATA",
             "REPLY_METADATA",
             "BackendAuthError",
             "BackendBadRequest",
@@ -73,6 +74,7 @@ def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
             "PluginStatus",
             "PluginType",
             "Role",
+            "SharedRecord",
             "Usage",
             "config_option",
             "connect_database",
@@ -325,3 +327,22 @@ async def test_backends_take_the_same_activation_path_as_plugins(
     assert loaded == ["echo"]
     assert provider.host is not None and provider.host.name == "echo"
     assert reply.content == "echo: still here"
+
+
+def test_plugin_local_data_sits_under_one_key_and_shared_records_carry_it() -> None:
+    from chatcore.plugin import LOCAL_METADATA, Message, SharedRecord
+
+    message = Message.user("hi", metadata={"lang": "en"})
+    noted = message.with_local("one", {"a": 1}).with_local("two", [2])
+    assert noted.local("one") == {"a": 1} and noted.local("two") == [2]
+    assert noted.local("three") is None and message.local("one") is None
+    assert dict(noted.metadata[LOCAL_METADATA]) == {"one": {"a": 1}, "two": [2]}
+    assert noted.metadata["lang"] == "en"
+    record = SharedRecord(
+        "c", {"content": "hi"}, (noted.metadata[LOCAL_METADATA], {"two": [3]}, {})
+    )
+    assert record.local_of("two") == [[2], [3]]
+    assert record.local_of("one") == [{"a": 1}]
+    changed = record.with_texts(content="HI")
+    assert (dict(changed.texts), dict(record.texts)) == ({"content": "HI"}, {"content": "hi"})
+    assert changed.destination == "replication"

@@ -122,10 +122,10 @@ async def test_pii_reaches_the_cloud_as_placeholders_and_the_user_sees_the_origi
     user, assistant = stored
     assert assistant.content == f"Sent to {EMAIL}."
     assert assistant.status is MessageStatus.COMPLETE
-    assert dict(assistant.metadata["pii"]) == {"<EMAIL_1>": EMAIL}
+    assert dict(assistant.local("pii_redactor")) == {"<EMAIL_1>": EMAIL}
     # The local history keeps what the user typed; the metadata tells the replicator.
     assert user.content == PROMPT
-    assert dict(user.metadata["pii"]) == {"<EMAIL_1>": EMAIL, "<CARD_1>": CARD}
+    assert dict(user.local("pii_redactor")) == {"<EMAIL_1>": EMAIL, "<CARD_1>": CARD}
     assert saved_map == {"<EMAIL_1>": EMAIL, "<CARD_1>": CARD}
 
 
@@ -162,7 +162,7 @@ async def test_placeholders_stay_stable_across_turns_history_system_and_restarts
     assert b"example" not in raw
     # Restored in a reply that was not streamed by the caller (send) too.
     assert reply.content == "Noted bob@example.org and carol@example.net"
-    assert dict(reply.metadata["pii"]) == {
+    assert dict(reply.local("pii_redactor")) == {
         "<EMAIL_2>": "bob@example.org",
         "<EMAIL_3>": "carol@example.net",
     }
@@ -180,7 +180,7 @@ async def test_pii_is_left_alone_for_echo_and_for_backends_not_listed(
         stored = await conversation.messages()
     # Echo answers with exactly what it received: the originals.
     assert echoed.content == f"echo: {PROMPT}"
-    assert "pii" not in stored[0].metadata and "pii" not in echoed.metadata
+    assert stored[0].local("pii_redactor") is None and echoed.local("pii_redactor") is None
     raw, _ = last_body(anthropic)
     assert EMAIL.encode() in raw and b"<EMAIL_" not in raw
 
@@ -193,7 +193,7 @@ async def test_by_default_echo_is_skipped(make_config: Callable[[str], Path]) ->
         stored = await conversation.messages()
     assert "".join(pieces) == f"echo: {PROMPT}"
     assert [m.content for m in stored] == [PROMPT, f"echo: {PROMPT}"]
-    assert all("pii" not in m.metadata for m in stored)
+    assert all(m.local("pii_redactor") is None for m in stored)
 
 
 # -- content filter -------------------------------------------------------------------------
@@ -317,7 +317,7 @@ async def test_all_three_processors_in_the_documented_order(
         "changes": ["nfc", "control_chars", "blank_lines", "trimmed"]
     }
     assert dict(user.metadata["content_filter"]) == {"masked": {"masked[0]": 1}}
-    assert dict(user.metadata["pii"]) == {"<EMAIL_1>": EMAIL}
+    assert dict(user.local("pii_redactor")) == {"<EMAIL_1>": EMAIL}
 
 
 @pytest.mark.trio

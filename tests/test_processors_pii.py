@@ -364,7 +364,7 @@ async def test_the_whole_context_is_redacted_and_the_stored_reply_restored() -> 
     )
     noted = (await p.process_message(context.messages[-1], context)).unwrap()
     assert noted.content == "mail alice@example.com"
-    assert dict(noted.metadata["pii"]) == {"<EMAIL_1>": "alice@example.com"}
+    assert dict(noted.local("pii_redactor")) == {"<EMAIL_1>": "alice@example.com"}
     result = await p.redact_context(context, context)
     assert result is not None
     sent = result.unwrap()
@@ -377,4 +377,4 @@ async def test_the_whole_context_is_redacted_and_the_stored_reply_restored() -> 
     reply = Message.assistant("to bob@example.org and ")
     stored = (await p.process_reply(reply, sent)).unwrap()
     assert stored.content == "to bob@example.org and <IP_"
-    assert dict(stored.metadata["pii"]) == {"<EMAIL_2>": "bob@example.org"}
+    assert dict(stored.local("pii_redactor")) == {"<EMAIL_2>": "bob@example.org"}

@@ -19,13 +19,14 @@ from redis_server import RedisServer, machine_redis, redis_factory, redis_server
 
 from chatcore import Message, load_config, open_engine
 from chatcore.hooks import HookRegistration, HookRegistry, HookType
+from chatcore.messages import LOCAL_METADATA
 from chatcore.replication import (
     ConnectivityChange,
     ConnectivityState,
     ReplicationUnavailable,
     Replicator,
-    redact_change,
 )
+from chatcore.replication._sharing import shared_record, with_shared, without_local
 from chatcore.result import PluginResult
 from chatcore.store import Change, ChangeKind, Store, StoreError, TurnRecord
 
@@ -564,21 +565,34 @@ async def test_without_a_redis_url_nothing_is_queued_and_there_is_no_replicator(
 # --- what leaves the machine --------------------------------------------------------------------
 
 
+async def pii_redactor_share(store: Store) -> Any:
+    """The share hook of a real PII redactor plugin, as the engine would lend it."""
+    from chatcore._plugins import PluginManager
+
+    manager = PluginManager(load_config(None, env={}, default_backend="echo"), store=store)
+    await manager.load_plugin("pii_redactor")
+    return manager
+
+
 async def test_redacted_pii_is_replicated_redacted(
     tmp_path: Path, redis_server: RedisServer
 ) -> None:
     # As the PII redactor leaves it: the stored user message keeps what the user typed,
-    # with {placeholder: original} under "pii"; the title is made from that message.
+    # with {placeholder: original} in its plugin-local metadata; the title is made from
+    # that message.
     pii = {"<EMAIL_1>": "bob@example.com", "<NAME_1>": "Bob", "<NAME_2>": "Bob Smith"}
     with Store(tmp_path / "p.db", outbox=True) as store:
         question = Message.user(
-            "Bob Smith says mail bob@example.com or Bob", metadata={"pii": pii, "lang": "en"}
+            "Bob Smith says mail bob@example.com or Bob",
+            metadata={LOCAL_METADATA: {"pii_redactor": pii}, "lang": "en"},
         )
         reply = Message.assistant("Noted, <NAME_1>.")
         store.write_turns([TurnRecord("c", (question, reply))])
-        replicator = Replicator(store, settings_for(redis_server.url))
+        plugins = await pii_redactor_share(store)
+        replicator = Replicator(store, settings_for(redis_server.url), share=plugins.share)
         await replicator.push_once()
         replicator.close()
+        await plugins.shutdown()
         assert store.get_messages("c")[0].content == question.content  # kept locally
     sent = redis_messages(redis_server)
     assert sent[question.id]["content"] == "<NAME_2> says mail <EMAIL_1> or <NAME_1>"
@@ -598,7 +612,24 @@ async def test_redacted_pii_is_replicated_redacted(
     assert "bob@example.com" not in dump and "Smith" not in dump and "Bob" not in dump
 
 
-async def test_redact_change_leaves_other_changes_alone() -> None:
+async def test_plugin_local_metadata_never_leaves_even_with_no_plugin_to_share(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    with Store(tmp_path / "p.db", outbox=True) as store:
+        kept = Message.user(
+            "hello", metadata={LOCAL_METADATA: {"someplugin": {"secret": "s3"}}, "x": 1}
+        )
+        store.write_turns([TurnRecord("c", (kept,))])
+        replicator = Replicator(store, settings_for(redis_server.url))
+        assert await replicator.push_once() == 2
+        replicator.close()
+        assert store.get_messages("c")[0].local("someplugin") == {"secret": "s3"}
+    sent = redis_messages(redis_server)
+    assert sent[kept.id]["metadata"] == {"x": 1}
+    assert sent[kept.id]["content"] == "hello"
+
+
+async def test_a_change_without_local_data_is_shared_as_it_is() -> None:
     change = Change(
         kind=ChangeKind.CONVERSATION,
         conversation_id="c",
@@ -613,7 +644,11 @@ async def test_redact_change_leaves_other_changes_alone() -> None:
             "metadata": {"pii": {"<N>": "Bob"}},
         },
     )
-    assert redact_change(change) is change
+    assert without_local(change) is change
+    record = shared_record(change, ())
+    assert dict(record.texts) == {"title": "Bob"}
+    assert with_shared(change, record) is change
+    assert with_shared(change, record.with_texts(title="<N>")).data["title"] == "<N>"
 
 
 async def test_password_never_reaches_logs_status_or_the_database(
@@ -680,3 +715,42 @@ async def test_smoke_against_the_machines_redis(
         contents = sorted(json.loads(text)["content"] for text in stored.values())
         assert contents == ["echo: smoke one", "echo: smoke two", "smoke one", "smoke two"]
         assert client.xlen(f"{prefix}:changes") >= 5
+
+
+async def test_pii_notes_of_a_0_1_database_stay_redacted_after_the_upgrade(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # chatcore 0.1 kept the redactor's notes under a top-level "pii" key, in the
+    # messages and in the outbox rows still waiting for Redis; the redactor's own
+    # migration moves them under its local key, and they go out redacted.
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    fixture = Path(__file__).parent / "support" / "old_release_db" / "chatcore-0.1.0.db"
+    shutil.copy(fixture, data_dir / "chatcore.db")
+    config = load_config(
+        default_backend="echo",
+        data_dir=str(data_dir),
+        plugins=[{"plugin": "pii_redactor"}],
+        replication={"redis_url": redis_server.url, **FAST},
+    )
+    async with open_engine(config) as engine:
+        with trio.fail_after(20):
+            while engine.store.outbox_depth():
+                await trio.sleep(0.05)
+        conversations = {s.id for s in await engine.list_conversations()}
+        stored = [m for cid in conversations for m in engine.store.get_messages(cid)]
+    noted = [m for m in stored if m.local("pii_redactor")]
+    assert len(noted) == 2 and all("pii" not in m.metadata for m in stored)
+    assert "jane.doe@example.com" in noted[0].content  # kept as typed, locally
+    sent = redis_messages(redis_server)
+    assert sent[noted[0].id]["content"] == "Mail me at <EMAIL_1> or call <PHONE_1>."
+    with redis_server.client() as client:
+        dump = json.dumps(
+            {
+                k: client.hgetall(k)
+                for k in client.keys("chatcore:{conv:*")
+                if client.type(k) == "hash"
+            }
+        )
+        dump += json.dumps(client.xrange("chatcore:changes"))
+    assert "jane.doe" not in dump and "7946" not in dump and '\\"pii\\"' not in dump

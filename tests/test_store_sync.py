@@ -18,7 +18,7 @@ from hypothesis import strategies as st
 
 from chatcore.errors import ConversationNotFound
 from chatcore.hlc import format_stamp, hlc_key
-from chatcore.messages import Message, MessageStatus
+from chatcore.messages import LOCAL_METADATA, Message, MessageStatus
 from chatcore.store import (
     DB_FILENAME,
     DEFAULT_TITLE,
@@ -299,20 +299,23 @@ def test_outbox_ack_range_deletes_exactly_the_batch_read(store: Store) -> None:
         store.outbox_ack_range(5, 4)
 
 
-def test_pii_mappings_are_read_only_from_messages_that_have_them(store: Store) -> None:
-    first = Message.user("Bob here", created_at=at(1), metadata={"pii": {"<N_1>": "Bob"}})
-    later = Message.user("Ann too", created_at=at(3), metadata={"pii": {"<N_1>": "Ann"}})
-    nested = Message.user("no pii", created_at=at(2), metadata={"x": {"pii": {"<A>": "a"}}})
+def test_local_metadata_is_read_only_from_messages_that_have_it(store: Store) -> None:
+    def local(value: object) -> dict[str, object]:
+        return {LOCAL_METADATA: value}
+
+    first = Message.user("Bob here", created_at=at(1), metadata=local({"r": {"<N_1>": "Bob"}}))
+    later = Message.user("Ann too", created_at=at(3), metadata=local({"r": {"<N_1>": "Ann"}}))
+    nested = Message.user("no local", created_at=at(2), metadata={"x": local({"r": {"<A>": "a"}})})
     store.write_turns([TurnRecord("c", (first, Message.assistant("ok", created_at=at(1.5))))])
     store.write_turns([TurnRecord("c", (later, nested))])
-    store.write_turns([TurnRecord("d", (Message.user("y", metadata={"pii": "not a mapping"}),))])
-    store.write_turns([TurnRecord("e", (Message.user("x", metadata={"pii": {"<E>": "e@x"}}),))])
-    found = store.pii_mappings(["c", "d", "missing"])
-    assert [(cid, json.loads(text)) for cid, text in found] == [
-        ("c", {"<N_1>": "Bob"}),
-        ("c", {"<N_1>": "Ann"}),
+    store.write_turns([TurnRecord("d", (Message.user("y", metadata=local("not a mapping")),))])
+    store.write_turns([TurnRecord("e", (Message.user("x", metadata=local({"r": {"<E>": "e"}})),))])
+    found = store.local_metadata(["c", "d", "missing"])
+    assert found == [
+        ("c", {"r": {"<N_1>": "Bob"}}),
+        ("c", {"r": {"<N_1>": "Ann"}}),
     ]
-    assert store.pii_mappings([]) == []
+    assert store.local_metadata([]) == []
 
 
 def test_failed_write_queues_nothing(store: Store) -> None:

@@ -186,3 +186,34 @@ def test_unix_socket_urls_work(tmp_path: Path, redis_factory: Any, command: str)
     result = run("sync", command, "--config", str(config))
     assert result.exit_code == 0, result.output
     assert f"unix://{socket_path}" in result.output
+
+
+def test_sync_push_shares_through_the_configured_plugins(
+    tmp_path: Path, redis_factory: Any
+) -> None:
+    # Written while Redis was away, pushed later by the command: the PII redactor's
+    # BEFORE_SHARE hook runs there too, so the address leaves as its placeholder.
+    server: RedisServer = redis_factory()
+    config = write_config(tmp_path, server.url)
+    config.write_text(
+        config.read_text()
+        + '[[plugins]]\nplugin = "pii_redactor"\n[plugins.config]\nskip_backends = []\n'
+    )
+    data_dir = tmp_path / "data"
+    answer = ask(config, data_dir, "write to ann@example.org please")
+    server.start()
+    pushed = run("sync", "push", "--config", str(config), data_dir=data_dir)
+    assert pushed.exit_code == 0, pushed.output
+    with server.client() as client:
+        sent = {
+            json.loads(text)["role"]: json.loads(text)
+            for text in client.hgetall(
+                f"chatcore:{{conv:{answer['conversation_id']}}}:msgs"
+            ).values()
+        }
+        title = client.hget(f"chatcore:{{conv:{answer['conversation_id']}}}:meta", "title")
+    assert sent["user"]["content"] == "write to <EMAIL_1> please"
+    assert "local" not in sent["user"]["metadata"]
+    assert title == "write to <EMAIL_1> please"
+    shown = run("history", "show", answer["conversation_id"], "--json", data_dir=data_dir)
+    assert json.loads(shown.output)["messages"][0]["content"] == "write to ann@example.org please"

@@ -15,6 +15,7 @@ from ..errors import describe_error
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ..messages import SharedRecord
     from ..store import KVNamespace
     from ._base import BaseBackendProvider
     from ._records import PluginStatus
@@ -38,8 +39,10 @@ class PluginHost:
     """What a running engine lends a plugin, set as ``plugin.host`` before ``initialize``.
 
     A plugin gets its own key-value namespace in the store (``kv``), a way to
-    run slow work off the turn (``spawn``), and the configured backends
-    (``backend``), e.g. to embed text or summarise. ``database_path`` is the
+    run slow work off the turn (``spawn``), the configured backends
+    (``backend``), e.g. to embed text or summarise, and ``share``, which gives text
+    that is about to leave the machine (a log line, say) to every plugin that must
+    redact it. ``database_path`` is the
     engine's SQLite file, for features that keep their own tables in it; it is
     None unless the plugin's metadata declares the ``store`` permission.
     """
@@ -52,6 +55,8 @@ class PluginHost:
     """Load (if needed) and return the backend configured under that name."""
     spawn: Callable[[BackgroundJob], bool]
     """Run a job in the background; False when the queue is full (try again later)."""
+    share: Callable[[SharedRecord], Awaitable[SharedRecord]]
+    """The record as it may leave the machine: after every plugin's ``BEFORE_SHARE`` hook."""
     plugin_status: Callable[[], Mapping[str, PluginStatus]] = _no_status
     """Read-only status and call statistics of every plugin and backend (for metrics)."""
 

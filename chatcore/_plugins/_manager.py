@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ..actors import Supervisor
     from ..config import BackendConfig, Config, PluginEntry
     from ..hooks import HookMetrics, HookOutcome
-    from ..messages import Message
+    from ..messages import Message, SharedRecord
     from ..store import Store
     from ._base import BaseBackendProvider, BasePlugin
     from ._host import BackgroundJobs
@@ -116,10 +116,12 @@ class PluginManager:
             # it names the file and the key, and the engine does not start.
             from ..config import validate_settings
 
-            index = self.config.plugins.index(entry)
-            validate_settings(
-                model, entry.config, path=self.config.source, key=f"plugins[{index}].config"
-            )
+            if entry in self.config.plugins:
+                key = f"plugins[{self.config.plugins.index(entry)}].config"
+                where = self.config.source
+            else:  # loaded by load_plugin(), not from the file
+                key, where = f"{entry.instance_name}.config", None
+            validate_settings(model, entry.config, path=where, key=key)
         if entry.name is None and record.metadata is not None:
             # Unnamed entries are known by the plugin's own name ("shout"), not the spec.
             record.name = record.lifecycle.name = record.metadata.name
@@ -269,6 +271,14 @@ class PluginManager:
             why = f": {record.lifecycle.reason}" if record.lifecycle.reason else ""
             raise PluginError(f"plugin {name!r} is {record.lifecycle.state}{why}")
         return record.instance
+
+    async def share(self, record: SharedRecord) -> SharedRecord:
+        """``record`` as it may leave the machine: after every ``BEFORE_SHARE`` hook."""
+        if not self.hooks.has(HookType.BEFORE_SHARE):
+            return record
+        context = ChatContext(conversation_id=record.conversation_id)
+        outcome = await self.hooks.run(HookType.BEFORE_SHARE, record, context)
+        return outcome.value
 
     def get_plugin_status(self) -> dict[str, PluginStatus]:
         """Every plugin and backend, keyed by name (backends first)."""
@@ -637,6 +647,7 @@ class PluginManager:
             database_path=self.store.path if "store" in record.permissions else None,
             backend=self._backend_instance,
             spawn=jobs.submit if jobs is not None else refuse_background_job,
+            share=self.share,
             plugin_status=self.get_plugin_status,
         )
 

@@ -1,16 +1,16 @@
 """What the logging middleware removes from text before it is written anywhere.
 
 The runtime does not import plugin packages, so this is chatcore's own pattern
-set, not the ``pii_redactor`` processor's detector. It is deliberately greedy:
-a log line that loses a harmless number costs nothing, a leaked key costs a lot.
+set, not any processor's detector. It is deliberately greedy: a log line that
+loses a harmless number costs nothing, a leaked key costs a lot.
 
-Three sources, applied in this order:
+Before it, the logging middleware hands message text to the plugins'
+``BEFORE_SHARE`` hooks (a PII redactor puts its placeholders in); then, in this
+order:
 
 1. secret values from the environment (``OPENAI_API_KEY`` and any variable
    whose name ends in key, token, secret, password …), replaced by ``<ENV:NAME>``;
-2. originals that the ``pii_redactor`` noted in a message's ``pii`` metadata
-   (placeholder → original), replaced by that placeholder;
-3. patterns: API keys and long random tokens, e-mail addresses, payment cards
+2. patterns: API keys and long random tokens, e-mail addresses, payment cards
    (Luhn-checked), IBANs (mod-97-checked), IP addresses and phone numbers.
 """
 
@@ -24,7 +24,7 @@ from collections import Counter
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Mapping
 
 __all__ = ["Redactor", "env_secrets"]
 
@@ -121,13 +121,9 @@ class Redactor:
                 text = text.replace(value, f"<ENV:{name}>")
         return text
 
-    def redact(self, text: str, noted: Iterable[Mapping[str, str]] = ()) -> str:
-        """Everything this module knows how to find; ``noted`` are ``pii`` metadata maps."""
+    def redact(self, text: str) -> str:
+        """Everything this module knows how to find."""
         text = self.secrets_only(text)
-        for mapping in noted:
-            for placeholder, original in sorted(mapping.items(), key=lambda i: -len(str(i[1]))):
-                if isinstance(original, str) and original:
-                    text = text.replace(original, str(placeholder))
         text = _KEY_RE.sub("<SECRET>", text)
         text = _BEARER_RE.sub(lambda m: f"{m.group(1)} <SECRET>", text)
         text = _WORDS.sub(lambda m: "<SECRET>" if _random_token(m.group()) else m.group(), text)

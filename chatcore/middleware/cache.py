@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -30,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from chatcore.hooks import HookType
 from chatcore.messages import Message, MessageStatus
-from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
+from chatcore.plugin import LOCAL_METADATA, BaseMiddleware, PluginMetadata, hook
 from chatcore.result import PluginResult
 
 if TYPE_CHECKING:
@@ -45,9 +44,6 @@ DEFAULT_TTL_SECONDS = 3600.0
 DEFAULT_MAX_ENTRIES = 1000
 NOT_CACHED = frozenset({"answered_by", "error", "fallback_from", "rate_limited"})
 """Reply metadata that means "not a plain backend answer": such replies are not stored."""
-
-PLACEHOLDER_RE = re.compile(r"<(?:EMAIL|PHONE|CARD|IBAN|IP|SECRET)_[1-9][0-9]*>")
-"""The placeholders the ``pii_redactor`` processor puts in what a backend is sent."""
 
 _wall_clock: Callable[[], float] = time.time
 """Expiry is wall-clock time: entries outlive the process (tests replace this)."""
@@ -65,23 +61,19 @@ class CacheSettings(BaseModel):
 
 
 def context_key(context: ChatContext) -> str | None:
-    """SHA-256 of what makes two contexts identical for the backend; None: don't cache.
+    """SHA-256 of what makes two contexts identical for the backend.
 
-    When a PII redactor ran before the lookup, texts hold placeholders (``<EMAIL_1>``)
-    that stand for different values in different conversations: the message's own
-    ``pii`` notes (placeholder → original) go into the key, and a placeholder that
-    no note explains (in the system prompt, say) makes the context uncacheable.
+    Plugin-local metadata (``LOCAL_METADATA``) of the context and of each message is
+    part of the key: a plugin that changed the text it sent keeps there what its
+    change stands for (a PII redactor's placeholder map), so two conversations whose
+    texts read the same after such a change, but stand for different things, miss.
     """
-    if context.system and PLACEHOLDER_RE.search(context.system):
-        return None
     messages: list[list[Any]] = []
     for message in context.messages:
         row: list[Any] = [str(message.role), message.content]
-        if PLACEHOLDER_RE.search(message.content):
-            noted = message.metadata.get("pii")
-            if not isinstance(noted, Mapping):
-                return None
-            row.append(sorted([str(k), str(v)] for k, v in noted.items()))
+        kept = message.metadata.get(LOCAL_METADATA)
+        if kept:
+            row.append(kept)
         messages.append(row)
     material = [
         context.backend,
@@ -90,9 +82,18 @@ def context_key(context: ChatContext) -> str | None:
         messages,
         context.temperature,
         context.max_tokens,
+        context.metadata.get(LOCAL_METADATA),
     ]
-    encoded = json.dumps(material, ensure_ascii=False, separators=(",", ":"))
+    encoded = json.dumps(
+        material, ensure_ascii=False, separators=(",", ":"), sort_keys=True, default=_plain
+    )
     return hashlib.sha256(encoded.encode("utf-8")).hexdigest()
+
+
+def _plain(value: object) -> object:
+    if isinstance(value, Mapping):
+        return dict(value)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 class CacheMiddleware(BaseMiddleware):
@@ -194,8 +195,8 @@ class CacheMiddleware(BaseMiddleware):
             {
                 "content": reply.content,
                 "model": reply.model,
-                # The reply's own notes travel with it: RAG's citations, and the PII
-                # map the replicator needs to redact the cached text too.
+                # The reply's own notes travel with it: RAG's citations, and what
+                # plugins keep locally about it (needed to share the text later).
                 "metadata": {k: v for k, v in reply.metadata.items() if k not in NOT_CACHED},
                 "created_at": now,
                 "expires_at": now + self.settings.ttl_seconds,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, TextIO
@@ -25,13 +26,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from chatcore.errors import PluginError
 from chatcore.hooks import HookType
-from chatcore.plugin import BaseMiddleware, PluginMetadata, hook
+from chatcore.plugin import LOCAL_METADATA, BaseMiddleware, PluginMetadata, SharedRecord, hook
 
 from ._redact import Redactor
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
-
     from chatcore.hooks import HookFailure
     from chatcore.messages import ChatContext, Message
     from chatcore.plugin import CallNext
@@ -171,9 +170,9 @@ class LoggingMiddleware(BaseMiddleware):
         try:
             reply = await call_next(context)
         except Exception as exc:
-            self._log_turn(context, None, started, error=f"{type(exc).__name__}: {exc}")
+            await self._log_turn(context, None, started, error=f"{type(exc).__name__}: {exc}")
             raise
-        self._log_turn(context, reply, started, error=reply.metadata.get("error"))
+        await self._log_turn(context, reply, started, error=reply.metadata.get("error"))
         return reply
 
     @hook(HookType.ON_ERROR)
@@ -191,7 +190,7 @@ class LoggingMiddleware(BaseMiddleware):
             }
         )
 
-    def _log_turn(
+    async def _log_turn(
         self, context: ChatContext, reply: Message | None, started: float, *, error: Any
     ) -> None:
         record: dict[str, Any] = {
@@ -213,13 +212,27 @@ class LoggingMiddleware(BaseMiddleware):
             record["status"] = str(reply.status)
             record["outcomes"] = {k: reply.metadata[k] for k in OUTCOME_KEYS if k in reply.metadata}
         if self.settings.log_content:
-            noted = [m.metadata["pii"] for m in context.messages if _is_map(m.metadata.get("pii"))]
-            if reply is not None and _is_map(reply.metadata.get("pii")):
-                noted.append(reply.metadata["pii"])
+            sources = [*context.messages, *([reply] if reply is not None else [])]
             user = context.last_user_message
-            record["user"] = None if user is None else self._redactor.redact(user.content, noted)
-            record["reply"] = None if reply is None else self._redactor.redact(reply.content, noted)
+            record["user"] = None if user is None else await self._text(context, user, sources)
+            record["reply"] = None if reply is None else await self._text(context, reply, sources)
         self._write(record)
+
+    async def _text(self, context: ChatContext, message: Message, sources: list[Message]) -> str:
+        """A message's text as it may be logged: after the plugins' BEFORE_SHARE hooks
+        (given what every message of the turn keeps locally), then this module's patterns."""
+        text = message.content
+        if self.host is not None:
+            shared = await self.host.share(
+                SharedRecord(
+                    context.conversation_id,
+                    {"content": text},
+                    tuple(_local(m) for m in sources),
+                    destination="log",
+                )
+            )
+            text = shared.texts.get("content", text)
+        return self._redactor.redact(text)
 
     def _write(self, record: dict[str, Any]) -> None:
         line = json.dumps(_scrub(record, self._redactor), ensure_ascii=False, default=str)
@@ -235,8 +248,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
-def _is_map(value: object) -> bool:
-    return isinstance(value, dict) or (hasattr(value, "items") and hasattr(value, "get"))
+def _local(message: Message) -> Mapping[str, Any]:
+    kept = message.metadata.get(LOCAL_METADATA)
+    return kept if isinstance(kept, Mapping) else {}
 
 
 def _scrub(value: Any, redactor: Redactor) -> Any:

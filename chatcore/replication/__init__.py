@@ -17,7 +17,6 @@ from ._client import open_redis as open_redis
 from ._connectivity import ConnectivityChange as ConnectivityChange
 from ._connectivity import ConnectivityState as ConnectivityState
 from ._connectivity import SyncStatus as SyncStatus
-from ._redaction import redact_change as redact_change
 from ._replicator import HEARTBEAT_SECONDS as HEARTBEAT_SECONDS
 from ._replicator import PUSH_POLL_SECONDS as PUSH_POLL_SECONDS
 from ._replicator import Replicator as Replicator
@@ -37,7 +36,6 @@ __all__ = [
     "SyncStatus",
     "describe_target",
     "open_redis",
-    "redact_change",
     "sync_pull",
     "sync_push",
     "sync_status",

@@ -15,7 +15,6 @@ previous one run in their own threads meanwhile.
 
 from __future__ import annotations
 
-import json
 import logging
 import random
 from dataclasses import dataclass
@@ -25,14 +24,14 @@ import trio
 
 from ..errors import ChatcoreError, ReplicationOff, ReplicationUnavailable, StoreError
 from ..hooks import HookType
-from ..messages import ChatContext, utcnow
+from ..messages import LOCAL_METADATA, ChatContext, utcnow
 from ..store import Change, ChangeKind
 from ..store._changes import MESSAGE_CHANGE_PREFIX, parse_outbox_row
 from ..store._codec import to_json
 from ._client import describe_target, open_redis, url_secrets
 from ._connectivity import ConnectivityChange, ConnectivityState, SyncStatus, classify
 from ._layout import APPLY_SCRIPT, cursor_key, stream_key
-from ._redaction import pii_of, redact_change
+from ._sharing import local_of, shared_record, with_shared, without_local
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -41,6 +40,7 @@ if TYPE_CHECKING:
 
     from ..config import ReplicationConfig
     from ..hooks import HookRegistry
+    from ..messages import SharedRecord
     from ..store import Store
 
 log = logging.getLogger("chatcore.replication")
@@ -57,6 +57,8 @@ SYNC_LAST_PUSH = "replication.last_push"
 SYNC_LAST_PULL = "replication.last_pull"
 
 _NO_CONTEXT = ChatContext(conversation_id="")
+_LOCAL_MARK = f'"{LOCAL_METADATA}"'
+"""Only a message row whose text holds this can carry plugin-local metadata."""
 
 
 @dataclass(slots=True)
@@ -79,6 +81,17 @@ class _Batch:
     @property
     def count(self) -> int:
         return len(self.ids)
+
+
+@dataclass(slots=True)
+class _Draft:
+    """A batch read from the outbox whose changes to share are still to be finished."""
+
+    ids: list[int]
+    args: list[str]
+    to_share: list[tuple[int, Change, tuple[Mapping[str, Any], ...]]]
+    """(index in ``args``, change without local data, local data of its messages)."""
+    full: bool
 
 
 class _Step:
@@ -115,6 +128,9 @@ class Replicator:
         store: the local store (opened with ``outbox=True``).
         settings: ``[replication]``; ``redis_url`` must not be empty.
         hooks: where ``ON_CONNECTIVITY_CHANGE`` fires, if anywhere.
+        share: the plugins' ``BEFORE_SHARE`` hooks (``PluginManager.share``): what a
+            change's texts may leave the machine as; without it they leave as stored
+            (plugin-local metadata never does).
         rng: jitter source (seed one in tests).
         client: a Redis client to use instead of one built from ``settings``.
     """
@@ -127,6 +143,7 @@ class Replicator:
         settings: ReplicationConfig,
         *,
         hooks: HookRegistry | None = None,
+        share: Callable[[SharedRecord], Awaitable[SharedRecord]] | None = None,
         rng: random.Random | None = None,
         client: redis.Redis | None = None,
     ) -> None:
@@ -135,6 +152,7 @@ class Replicator:
         self._store = store
         self._settings = settings
         self._hooks = hooks
+        self._share = share
         self._rng = rng if rng is not None else random.Random()
         self._client = client if client is not None else open_redis(settings)
         self._script = self._client.register_script(APPLY_SCRIPT)
@@ -207,7 +225,7 @@ class Replicator:
         async with self._lock:
             size = self._settings.batch_size
             sent = 0
-            current: _Batch | None = await self._local(self._prepare_batch, 0, size)
+            current: _Batch | None = await self._next_batch(0, size)
             if current is None:  # nothing to send: still say whether Redis is there
                 await self._redis(self._ping_blocking)
             delivered: _Batch | None = None  # applied by Redis, rows not yet deleted
@@ -219,12 +237,7 @@ class Replicator:
                         nursery.start_soon(step.run, "send", self._redis, self._send, current)
                         if current.full:
                             nursery.start_soon(
-                                step.run,
-                                "next",
-                                self._local,
-                                self._prepare_batch,
-                                current.last,
-                                size,
+                                step.run, "next", self._next_batch, current.last, size
                             )
                     if delivered is not None:
                         ack = self._store.outbox_ack_range
@@ -395,46 +408,61 @@ class Replicator:
     def _ping_blocking(self) -> None:
         self._client.ping()
 
-    def _prepare_batch(self, after: int, limit: int) -> _Batch | None:
-        """Read the next outbox rows after ``after`` and make them the script's arguments.
+    async def _next_batch(self, after: int, limit: int) -> _Batch | None:
+        """The script's arguments for the next outbox rows after ``after``; None when none."""
+        draft = await self._local(self._draft_batch, after, limit)
+        if draft is None:
+            return None
+        for index, change, local in draft.to_share:
+            if self._share is not None:
+                change = with_shared(change, await self._share(shared_record(change, local)))
+            draft.args[index] = change.to_json()
+            if change.kind is ChangeKind.CONVERSATION:
+                draft.args[index + 1] = to_json(change.data.get("metadata") or {})
+        return _Batch(draft.ids, draft.args, full=draft.full)
 
-        A MESSAGE row is passed on as the stored text: Redis needs it as text, and the
-        script takes what it needs from it. Only a row that mentions ``"pii"`` is parsed
-        here, to be redacted. Other kinds (one per conversation or deletion, rare) are
-        parsed and checked; a CONVERSATION change is redacted with its conversation's
-        PII mappings and followed by its metadata JSON.
+    def _draft_batch(self, after: int, limit: int) -> _Draft | None:
+        """Read the next outbox rows after ``after`` (blocking) and start their arguments.
+
+        A MESSAGE row without plugin-local metadata is passed on as the stored text:
+        Redis needs it as text, and the script takes what it needs from it. A row that
+        mentions the local key is parsed, and the local data goes. Other kinds (one per
+        conversation or deletion, rare) are parsed and checked. What the plugins must
+        see before it leaves (``to_share``: messages that had local data, and every
+        conversation, with the local data of its messages) is finished by
+        ``_next_batch``; a CONVERSATION change is followed by its metadata JSON.
         """
         rows = self._store.outbox_rows(limit, after=after)
         if not rows:
             return None
         args = [self._prefix]
         ids: list[int] = []
+        to_share: list[tuple[int, Change, tuple[Mapping[str, Any], ...]]] = []
         conversations: list[tuple[int, Change]] = []
         for row_id, text in rows:
             ids.append(row_id)
-            if text.startswith(MESSAGE_CHANGE_PREFIX) and '"pii"' not in text:
+            if text.startswith(MESSAGE_CHANGE_PREFIX) and _LOCAL_MARK not in text:
                 args.append(text)
                 continue
-            change = redact_change(parse_outbox_row(self._store.path, row_id, text))
+            change = parse_outbox_row(self._store.path, row_id, text)
             if change.kind is ChangeKind.CONVERSATION:
                 conversations.append((len(args), change))
                 args += ("", "")
-            else:
-                args.append(change.to_json())
+                continue
+            local = local_of(change)
+            change = without_local(change)
+            if local:
+                to_share.append((len(args), change, (local,)))
+            args.append(change.to_json())
         if conversations:
-            pii = self._conversation_pii({c.conversation_id for _, c in conversations})
+            wanted = sorted({c.conversation_id for _, c in conversations})
+            locals_by_conversation: dict[str, list[Mapping[str, Any]]] = {}
+            for cid, kept in self._store.local_metadata(wanted):
+                locals_by_conversation.setdefault(cid, []).append(kept)
             for index, change in conversations:
-                change = redact_change(change, pii.get(change.conversation_id))
-                args[index] = change.to_json()
-                args[index + 1] = to_json(change.data.get("metadata") or {})
-        return _Batch(ids, args, full=len(rows) == limit)
-
-    def _conversation_pii(self, conversation_ids: set[str]) -> dict[str, dict[str, str]]:
-        """Every ``pii`` mapping of these conversations' messages (read from the local store)."""
-        found: dict[str, dict[str, str]] = {}
-        for cid, text in self._store.pii_mappings(sorted(conversation_ids)):
-            found.setdefault(cid, {}).update(pii_of({"pii": json.loads(text)}))
-        return found
+                sources = tuple(locals_by_conversation.get(change.conversation_id, ()))
+                to_share.append((index, change, sources))
+        return _Draft(ids, args, to_share, full=len(rows) == limit)
 
     def _send(self, batch: _Batch) -> None:
         """Apply ``batch`` in one script call; a malformed row is a StoreError naming it."""

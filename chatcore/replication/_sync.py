@@ -12,33 +12,36 @@ from ._replicator import SYNC_LAST_PULL, SYNC_LAST_PUSH, Replicator
 
 if TYPE_CHECKING:
     from ..config import Config
-    from ..store import Store
 
 
-def _open(config: Config) -> tuple[Store, Replicator]:
+async def _run(config: Config, action: str) -> Any:
+    """One push, pull or probe, with the configured plugins loaded.
+
+    Their ``BEFORE_SHARE`` hooks decide what a change's texts leave as (a PII
+    redactor's placeholders), exactly as in the engine, so a push from here sends
+    nothing the chat would not have sent.
+    """
+    from .._plugins import PluginManager
     from ..store import Store
 
     if not config.replication.redis_url:
         raise ReplicationOff()
-    store = Store(config.db_path, outbox=True)
-    try:
-        return store, Replicator(store, config.replication)
-    except BaseException:
-        store.close()
-        raise
-
-
-async def _run(config: Config, action: str) -> Any:
-    store, replicator = _open(config)
-    try:
-        if action == "push":
-            return await replicator.push_once()
-        if action == "pull":
-            return await replicator.pull_once()
-        return await replicator.probe()
-    finally:
-        replicator.close()
-        store.close()
+    with Store(config.db_path, outbox=True) as store:
+        plugins = PluginManager(config, store=store)
+        try:
+            if action == "push":
+                await plugins.initialize()
+            replicator = Replicator(store, config.replication, share=plugins.share)
+            try:
+                if action == "push":
+                    return await replicator.push_once()
+                if action == "pull":
+                    return await replicator.pull_once()
+                return await replicator.probe()
+            finally:
+                replicator.close()
+        finally:
+            await plugins.shutdown()
 
 
 def sync_push(config: Config) -> int:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
+from ..messages import LOCAL_METADATA
 from ._changes import OutboxEntry, parse_outbox_row
 from ._codec import to_json
 from ._connection import StoreConnection
@@ -69,25 +71,25 @@ class OutboxAccess(StoreConnection):
             )
             return int(cursor.rowcount)
 
-    def pii_mappings(self, conversation_ids: Sequence[str]) -> list[tuple[str, str]]:
-        """``(conversation id, "pii" object as JSON)`` of the messages that have one.
+    def local_metadata(self, conversation_ids: Sequence[str]) -> list[tuple[str, dict[str, Any]]]:
+        """``(conversation id, plugin-local metadata)`` of the messages that have some.
 
-        Oldest message first per conversation. Replication redacts a CONVERSATION
-        change (its title is made from what the user typed) with these, so only the
-        few messages that carry a ``"pii"`` key are read, not whole conversations.
+        Oldest message first per conversation. Replication hands these to the plugins
+        that share a CONVERSATION change (its title is made from what the user typed),
+        so only the few messages that carry ``LOCAL_METADATA`` are read, not whole
+        conversations.
         """
         if not conversation_ids:
             return []
-        return [
-            (str(cid), str(pii))
-            for cid, pii in self._read(
-                "SELECT conversation_id, json_extract(metadata, '$.pii') FROM messages "
-                "WHERE conversation_id IN (SELECT value FROM json_each(?)) "
-                "AND instr(metadata, '\"pii\"') > 0 AND json_type(metadata, '$.pii') = 'object' "
-                "ORDER BY conversation_id, created_at, id",
-                [to_json(list(conversation_ids))],
-            )
-        ]
+        found = self._read(
+            f"SELECT conversation_id, json_extract(metadata, '$.{LOCAL_METADATA}') "
+            "FROM messages WHERE conversation_id IN (SELECT value FROM json_each(?)) "
+            f"AND instr(metadata, '\"{LOCAL_METADATA}\"') > 0 "
+            f"AND json_type(metadata, '$.{LOCAL_METADATA}') = 'object' "
+            "ORDER BY conversation_id, created_at, id",
+            [to_json(list(conversation_ids))],
+        )
+        return [(str(cid), json.loads(kept)) for cid, kept in found]
 
     def outbox_ack(self, ids: Sequence[int]) -> None:
         """Delete the outbox rows ``ids`` (replicated) in one transaction; unknown ids are fine."""
