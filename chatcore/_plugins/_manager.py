@@ -1,11 +1,10 @@
 """The plugin manager: loads, orders, runs, reloads and reports on every plugin and backend.
 
-Plugins and backends share one path: a record is imported (``_import``), checked
-against what the configuration asked for (``_adopt``), activated (``_activate``:
-the host is lent, ``initialize`` runs, the hooks are registered, ``ON_PLUGIN_LOAD``
-fires) and swapped by ``reload``. Every call into a plugin goes through the hook
-registry, so each plugin has its own timeout, circuit breaker and metrics, and a
-failing plugin never fails a turn.
+Plugins and backends share one path (``PluginLoader``: import, adopt, activate,
+unload) and one reload, which prepares a new version beside the old and swaps it in.
+The manager owns the tables of records and decides what loads when. Every call
+into a plugin goes through the hook registry, so each plugin has its own timeout,
+circuit breaker and metrics, and a failing plugin never fails a turn.
 """
 
 from __future__ import annotations
@@ -20,33 +19,32 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 import trio
 
 from ..errors import PluginError, PluginLoadError, UnknownBackend
-from ..hooks import CircuitBreaker, HookRegistry, HookType
+from ..hooks import HookRegistry, HookType
 from ..messages import ChatContext
-from ._base import KNOWN_PERMISSIONS, PluginConfig, PluginType, plugin_type_problem
-from ._discovery import load_plugin_file, reimport_plugin_class, resolve_plugin_class
+from ._base import PluginConfig, PluginType
+from ._discovery import load_plugin_file
 from ._host import PluginHost, refuse_background_job
-from ._lifecycle import PluginLifecycle, PluginState
+from ._lifecycle import PluginState
+from ._loader import RUNNING, PluginLoader
 from ._ordering import topological_order
-from ._records import LoadedPlugin, PluginStatus
-from ._registration import register_hooks, unimplemented
 
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
     from ..actors import Supervisor
-    from ..config import BackendConfig, Config, PluginEntry
+    from ..config import Config, PluginEntry
     from ..hooks import HookMetrics, HookOutcome
     from ..messages import Message, SharedRecord
     from ..store import Store
     from ._base import BaseBackendProvider, BasePlugin
     from ._host import BackgroundJobs
+    from ._records import LoadedPlugin, PluginStatus
 
 __all__ = ["PluginManager"]
 
 logger = logging.getLogger(__name__)
 
 _NO_CONTEXT = ChatContext(conversation_id="")
-_RUNNING = (PluginState.ACTIVE, PluginState.PAUSED)
 
 
 class PluginManager:
@@ -69,11 +67,10 @@ class PluginManager:
         """Set by the engine: where process-isolated plugins' child supervisors run."""
         self._plugins: dict[str, LoadedPlugin] = {}
         self._backends: dict[str, LoadedPlugin] = {}
-        self._started: list[LoadedPlugin] = []
-        """Plugins in the order they became active; shutdown goes in reverse."""
         self._backend_locks: dict[str, trio.Lock] = {}
         self._reload_lock = trio.Lock()
         self._active: dict[PluginType, list[LoadedPlugin]] = {}
+        self._loader = PluginLoader(self, self.hooks, self._plugins_changed)
         self.search_dirs: list[Path] = [self._resolve_dir(d) for d in config.plugin_dirs]
         """The configured plugin directories, resolved against the config file's folder."""
 
@@ -93,7 +90,7 @@ class PluginManager:
         """
         eager = {self.config.default_backend, *self.config.router.fallbacks}
         for backend_name, backend_config in self.config.backends.items():
-            self._backends[backend_name] = self._backend_record(backend_name, backend_config)
+            self._backends[backend_name] = self._loader.backend_record(backend_name, backend_config)
             if backend_name in eager:
                 await self.ensure_backend(backend_name)
         records = [self._record_for_entry(entry) for entry in self.config.plugins]
@@ -106,10 +103,12 @@ class PluginManager:
         await self._initialize_in_order(records)
 
     def _record_for_entry(self, entry: PluginEntry) -> LoadedPlugin:
-        record = self._new_record(entry.instance_name, entry.plugin, _config_from_entry(entry))
+        record = self._loader.new_record(
+            entry.instance_name, entry.plugin, _config_from_entry(entry)
+        )
         if not entry.enabled:
             return record
-        self._import(record)
+        self._loader.load(record)
         model = getattr(record.instance, "settings_model", None)
         if model is not None:
             # A mistake in a plugin's own table is a config error like any other:
@@ -132,10 +131,10 @@ class PluginManager:
 
     async def shutdown(self) -> None:
         """Shut every plugin down, dependents before what they depend on."""
-        for record in reversed(self._started):
-            await self._unload(record)
+        for record in reversed(self._loader.started):
+            await self._loader.unload(record)
         for record in [*self._plugins.values(), *self._backends.values()]:
-            await self._unload(record)
+            await self._loader.unload(record)
 
     # -- the seed surface --
 
@@ -166,14 +165,14 @@ class PluginManager:
         dependents = [
             r.name
             for r in self._plugins.values()
-            if name in r.dependencies and r.lifecycle.state in _RUNNING
+            if name in r.dependencies and r.lifecycle.state in RUNNING
         ]
         if dependents:
             raise PluginError(
                 f"plugin {name!r} is needed by {', '.join(map(repr, dependents))}; "
                 "unload those first"
             )
-        await self._unload(record)
+        await self._loader.unload(record)
         self._plugins.pop(name, None)
         self._plugins_changed()
 
@@ -194,7 +193,7 @@ class PluginManager:
             try:
                 classes = load_plugin_file(file)
             except PluginLoadError as exc:
-                record = self._new_record(file.stem, str(file), PluginConfig(name=file.stem))
+                record = self._loader.new_record(file.stem, str(file), PluginConfig(name=file.stem))
                 record.lifecycle.fail(str(exc))
                 records.append(record)
                 continue
@@ -202,9 +201,11 @@ class PluginManager:
                 name = cls.metadata.name
                 if name in skip:
                     continue
-                record = self._new_record(name, f"{file}:{cls.__name__}", PluginConfig(name=name))
+                record = self._loader.new_record(
+                    name, f"{file}:{cls.__name__}", PluginConfig(name=name)
+                )
                 record.lifecycle.transition(PluginState.LOADING)
-                self._adopt(record, cls)
+                self._loader.adopt(record, cls)
                 records.append(record)
         return records
 
@@ -239,8 +240,8 @@ class PluginManager:
         record = self.backend_record(name)
         if record.lifecycle.state is PluginState.UNLOADED:
             async with self._backend_locks.setdefault(name, trio.Lock()):
-                if record.lifecycle.state is PluginState.UNLOADED and self._import(record):
-                    await self._activate(record)
+                if record.lifecycle.state is PluginState.UNLOADED and self._loader.load(record):
+                    await self._loader.activate(record)
         return record
 
     async def load_all_backends(self) -> None:
@@ -317,7 +318,7 @@ class PluginManager:
         async with self._reload_lock:
             record = self._record(name)
             table = self._backends if record.is_backend else self._plugins
-            fresh = self._new_record(
+            fresh = self._loader.new_record(
                 name, record.spec, record.plugin_config, expected_type=record.expected_type
             )
             fresh.stats, fresh.breaker = record.stats, record.breaker
@@ -329,25 +330,25 @@ class PluginManager:
             # so no turn ever sees both versions' hooks, or neither.
             self.hooks.unregister(name)
             record.registrations.clear()
-            self._register_hooks(fresh)
+            self._loader.register_hooks(fresh)
             fresh.lifecycle.transition(PluginState.ACTIVE)
             if was is PluginState.PAUSED:
                 fresh.lifecycle.transition(PluginState.PAUSED)
                 self.hooks.set_enabled(name, False)
             table[name] = fresh
-            if record in self._started:
-                self._started[self._started.index(record)] = fresh
+            if record in self._loader.started:
+                self._loader.started[self._loader.started.index(record)] = fresh
             else:
-                self._started.append(fresh)
+                self._loader.started.append(fresh)
             self._plugins_changed()
             fresh.breaker.reset()
-            await self._retire(record, was)
+            await self._loader.retire(record, was)
             await self.hooks.run(HookType.ON_PLUGIN_LOAD, fresh.status(), _NO_CONTEXT)
             return fresh.status()
 
     async def _prepare_reload(self, fresh: LoadedPlugin) -> None:
         """Import and initialise a new version; it ends INITIALIZING when all went well."""
-        if not self._import(fresh, from_disk=True):
+        if not self._loader.load(fresh, from_disk=True):
             return
         aliases = self._aliases()
         for dep in fresh.dependencies:
@@ -358,13 +359,13 @@ class PluginManager:
                     PluginState.ERROR, f"depends on {dep!r}, which is {state}"
                 )
                 return
-        await self._initialize_instance(fresh)
+        await self._loader.initialize(fresh)
 
     def _reload_failed(
         self, table: dict[str, LoadedPlugin], record: LoadedPlugin, fresh: LoadedPlugin
     ) -> NoReturn:
         reason = fresh.lifecycle.reason or str(fresh.lifecycle.state)
-        if record.lifecycle.state in _RUNNING:
+        if record.lifecycle.state in RUNNING:
             record.reload_error = f"reload failed, the previous version keeps running: {reason}"
             logger.warning("plugin %r: %s", record.name, record.reload_error)
             raise PluginLoadError(f"plugin {record.name!r}: {record.reload_error}")
@@ -372,22 +373,6 @@ class PluginManager:
         table[record.name] = fresh
         self._plugins_changed()
         raise PluginLoadError(f"plugin {record.name!r}: reload failed: {reason}")
-
-    async def _retire(self, record: LoadedPlugin, was: PluginState) -> None:
-        """Shut down a version that a reload replaced (its hooks are already gone)."""
-        if record in self._started:
-            self._started.remove(record)
-        if was not in (*_RUNNING, PluginState.LOADED):
-            return
-        record.lifecycle.transition(PluginState.UNLOADING)
-        try:
-            if record.instance is not None and was is not PluginState.LOADED:
-                await record.instance.shutdown()
-        except Exception as exc:
-            # The new version is already serving: a failed goodbye is only logged.
-            logger.warning("plugin %r: old version's shutdown failed: %r", record.name, exc)
-        record.lifecycle.transition(PluginState.UNLOADED)
-        await self.hooks.run(HookType.ON_PLUGIN_UNLOAD, record.status(), _NO_CONTEXT)
 
     def reset_circuit(self, name: str) -> None:
         self._record(name).breaker.reset()
@@ -470,108 +455,6 @@ class PluginManager:
             raise PluginError(f"no plugin named {name!r} (loaded: {known})")
         return record
 
-    def _new_record(
-        self,
-        name: str,
-        spec: str,
-        plugin_config: PluginConfig,
-        *,
-        expected_type: PluginType | None = None,
-    ) -> LoadedPlugin:
-        return LoadedPlugin(
-            name=name,
-            spec=spec,
-            plugin_config=plugin_config,
-            lifecycle=PluginLifecycle(name, on_change=self._plugins_changed),
-            expected_type=expected_type,
-            breaker=CircuitBreaker(
-                plugin_config.circuit_failure_threshold, plugin_config.circuit_reset_seconds
-            ),
-        )
-
-    def _backend_record(self, name: str, backend: BackendConfig) -> LoadedPlugin:
-        settings = {"model": backend.model, **backend.options}
-        settings["timeout_seconds"] = backend.timeout_seconds
-        if backend.temperature is not None:
-            settings["temperature"] = backend.temperature
-        if backend.max_tokens is not None:
-            settings["max_tokens"] = backend.max_tokens
-        plugin_config = PluginConfig(
-            name=name,
-            config=MappingProxyType(settings),
-            # A reply may stream for minutes; backends time their own requests.
-            timeout_seconds=None,
-            circuit_failure_threshold=backend.circuit_failure_threshold,
-            circuit_reset_seconds=backend.circuit_reset_seconds,
-        )
-        return self._new_record(
-            name, backend.plugin, plugin_config, expected_type=PluginType.BACKEND_PROVIDER
-        )
-
-    def _import(self, record: LoadedPlugin, *, from_disk: bool = False) -> bool:
-        """Import and adopt a record's class; whether it ended LOADED (else ERROR).
-
-        ``from_disk`` re-runs the source as it is now (for a reload) even when the
-        module is imported already.
-        """
-        record.lifecycle.transition(PluginState.LOADING)
-        find = reimport_plugin_class if from_disk else resolve_plugin_class
-        try:
-            cls = find(
-                record.spec, search_dirs=self.search_dirs, trusted=record.plugin_config.trusted
-            )
-        except PluginLoadError as exc:
-            record.lifecycle.transition(PluginState.ERROR, str(exc))
-            return False
-        return self._adopt(record, cls)
-
-    def _adopt(self, record: LoadedPlugin, cls: type[BasePlugin]) -> bool:
-        """Check a LOADING record's class and make its instance; whether it ended LOADED."""
-        record.metadata = cls.metadata
-        problem = plugin_type_problem(cls) or self._misplaced(record, cls)
-        if problem is None:
-            record.plugin_type = cls.plugin_type
-            unknown = [p for p in cls.metadata.permissions if p not in KNOWN_PERMISSIONS]
-            missing = sorted(getattr(cls, "__abstractmethods__", ())) or unimplemented(cls)
-            if unknown:
-                problem = (
-                    f"plugin class {cls.__name__} declares unknown permission {unknown[0]!r} "
-                    f"(known: {', '.join(sorted(KNOWN_PERMISSIONS))})"
-                )
-            elif missing:
-                problem = f"plugin class {cls.__name__} does not implement {', '.join(missing)}"
-        if problem is not None:
-            record.lifecycle.transition(PluginState.ERROR, problem)
-            return False
-        try:
-            if record.plugin_config.isolation == "process":
-                from ..isolation import process_plugin  # a stand-in that calls a child process
-
-                instance = process_plugin(cls, record.spec, self)
-            else:
-                instance = cls()
-        except Exception as exc:
-            record.lifecycle.transition(PluginState.ERROR, f"constructor failed: {exc!r}")
-            return False
-        record.instance = instance
-        record.lifecycle.transition(PluginState.LOADED)
-        return True
-
-    def _misplaced(self, record: LoadedPlugin, cls: type[BasePlugin]) -> str | None:
-        """A backend configured as a plugin, or a plugin configured as a backend."""
-        is_backend = cls.plugin_type is PluginType.BACKEND_PROVIDER
-        if record.is_backend and not is_backend:
-            return (
-                f"backends.{record.name}.plugin: {record.spec!r} is a {cls.plugin_type} "
-                "plugin, not a backend"
-            )
-        if not record.is_backend and is_backend:
-            return (
-                f"plugin {record.spec!r} is a backend: configure it as "
-                f'[backends.{record.name}] with plugin = "{record.spec}"'
-            )
-        return None
-
     async def _initialize_in_order(self, records: list[LoadedPlugin]) -> None:
         for record in records:
             self._add_record(record)
@@ -608,7 +491,7 @@ class PluginManager:
                     PluginState.ERROR, f"depends on {failed[0]!r}, which failed ({failed_reason})"
                 )
                 continue
-            await self._activate(record)
+            await self._loader.activate(record)
 
     def _add_record(self, record: LoadedPlugin) -> None:
         """List a record under its name, unless a live plugin already has that name."""
@@ -635,7 +518,8 @@ class PluginManager:
             aliases[record.name] = record.name
         return aliases
 
-    def _host_for(self, record: LoadedPlugin) -> PluginHost | None:
+    def host_for(self, record: LoadedPlugin) -> PluginHost | None:
+        """What the engine lends ``record``'s instance; None without a store."""
         if self.store is None:
             return None
         jobs = self.jobs
@@ -657,53 +541,6 @@ class PluginManager:
             why = f": {record.lifecycle.reason}" if record.lifecycle.reason else ""
             raise PluginError(f"backend {name!r} is {record.lifecycle.state}{why}")
         return cast("BaseBackendProvider", record.instance)
-
-    async def _initialize_instance(self, record: LoadedPlugin) -> bool:
-        """Lend the loaded instance its host and initialize it; False (and ERROR) if that failed."""
-        assert record.instance is not None
-        record.instance.host = self._host_for(record)
-        record.lifecycle.transition(PluginState.INITIALIZING)
-        try:
-            await record.instance.initialize(record.plugin_config)
-        except Exception as exc:
-            record.lifecycle.transition(PluginState.ERROR, f"initialize failed: {exc!r}")
-            return False
-        return True
-
-    async def _activate(self, record: LoadedPlugin) -> None:
-        """The one way a loaded plugin or backend becomes active."""
-        if not await self._initialize_instance(record):
-            return
-        self._register_hooks(record)
-        record.lifecycle.transition(PluginState.ACTIVE)
-        self._started.append(record)
-        await self.hooks.run(HookType.ON_PLUGIN_LOAD, record.status(), _NO_CONTEXT)
-
-    def _register_hooks(self, record: LoadedPlugin) -> None:
-        registrations = register_hooks(record)
-        for registration in registrations:
-            self.hooks.register(registration)
-        record.registrations.extend(registrations)
-
-    async def _unload(self, record: LoadedPlugin) -> None:
-        state = record.lifecycle.state
-        if state in (PluginState.UNLOADED, PluginState.LOADING, PluginState.INITIALIZING):
-            return
-        if state is PluginState.ERROR and record.instance is None:
-            return
-        self.hooks.unregister(record.name)
-        record.registrations.clear()
-        if record in self._started:
-            self._started.remove(record)
-        record.lifecycle.transition(PluginState.UNLOADING)
-        try:
-            if record.instance is not None and state is not PluginState.LOADED:
-                await record.instance.shutdown()
-        except Exception as exc:
-            record.lifecycle.transition(PluginState.ERROR, f"shutdown failed: {exc!r}")
-            return
-        record.lifecycle.transition(PluginState.UNLOADED)
-        await self.hooks.run(HookType.ON_PLUGIN_UNLOAD, record.status(), _NO_CONTEXT)
 
 
 def _config_from_entry(entry: PluginEntry) -> PluginConfig:
