@@ -386,6 +386,11 @@ class Rag(BaseFeatureExtension):
     async def _do_initialize(self) -> None:
         if self.host is None:
             raise PluginError("the rag feature needs an engine: it keeps its index in the database")
+        if self.host.database_path is None:
+            raise PluginError(
+                "the rag feature needs the engine's database: its metadata must declare the "
+                "'store' permission"
+            )
         self._index = await trio.to_thread.run_sync(RagIndex, self.host.database_path)
 
     async def _do_shutdown(self) -> None:
