@@ -49,7 +49,6 @@ as ``answered_by``).
 from __future__ import annotations
 
 import json
-from contextlib import closing
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, get_args
 
@@ -161,18 +160,4 @@ def read_transcript(store: Store, conversation_id: str) -> Transcript:
     if summary is None:
         raise ConversationNotFound(conversation_id)
     messages = tuple(store.get_messages(conversation_id))
-    return Transcript(summary, messages, _system_prompt(store, conversation_id))
-
-
-def _system_prompt(store: Store, conversation_id: str) -> str | None:
-    # The store's ConversationSummary does not carry the system prompt, and its
-    # readers offer no other way to it: read the one column on a connection of our own.
-    from .store import connect
-
-    with closing(connect(store.path)) as conn:
-        conn.execute("PRAGMA query_only = ON")
-        row = conn.execute(
-            "SELECT system FROM conversations WHERE id = ? AND deleted_at IS NULL",
-            [conversation_id],
-        ).fetchone()
-    return None if row is None or row[0] is None else str(row[0])
+    return Transcript(summary, messages, store.conversation_system(conversation_id))

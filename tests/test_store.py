@@ -673,3 +673,13 @@ def test_checkpoints_are_due_after_many_commits_and_empty_the_wal(store: Store) 
     with sqlite3.connect(store.path) as probe:
         busy, log_frames, checkpointed = probe.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
     assert busy == 0 and log_frames == checkpointed
+
+
+def test_the_system_prompt_is_read_with_its_conversation(store: Store) -> None:
+    store.write_turns([TurnRecord("c", (Message.user("hi"),), system="Be brief.")])
+    store.write_turns([TurnRecord("d", (Message.user("hi"),))])
+    assert store.conversation_system("c") == "Be brief."
+    assert store.conversation_system("d") is None
+    assert store.conversation_system("missing") is None
+    store.delete_conversation("c")
+    assert store.conversation_system("c") is None

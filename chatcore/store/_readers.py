@@ -186,6 +186,14 @@ class ConversationReader(StoreConnection):
         )
         return _summary(rows[0]) if rows else None
 
+    def conversation_system(self, conversation_id: str) -> str | None:
+        """The system prompt stored with a live conversation, if it has one."""
+        rows = self._read(
+            "SELECT system FROM conversations WHERE id = ? AND deleted_at IS NULL",
+            [conversation_id],
+        )
+        return None if not rows or rows[0][0] is None else str(rows[0][0])
+
     def get_messages(self, conversation_id: str) -> list[Message]:
         """The messages of a conversation, oldest first ([] if there is none).
 
