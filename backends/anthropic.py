@@ -231,14 +231,20 @@ class AnthropicBackend(BaseBackendProvider):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _raise(self, exc: Exception, model: str | None, *, streamed: int = 0) -> NoReturn:
-        """Raise the chatcore error for a client exception; anything unforeseen as it is."""
+    def _raise(self, exc: Exception, model: str | None, *, streamed: int | None = None) -> NoReturn:
+        """Raise the chatcore error for a client exception; anything unforeseen as it is.
+
+        ``streamed`` is how many chunks had arrived when a stream broke, None before
+        the answer began.
+        """
         mapped = self._error(exc, model, streamed=streamed)
         if mapped is None:
             raise exc
         raise mapped from exc
 
-    def _error(self, exc: Exception, model: str | None, *, streamed: int) -> BackendError | None:
+    def _error(
+        self, exc: Exception, model: str | None, *, streamed: int | None
+    ) -> BackendError | None:
         url = self._url
         if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
             return timeout_error(self.name, url, self._timeout_s)
@@ -256,14 +262,19 @@ class AnthropicBackend(BaseBackendProvider):
                 key_env=self._key_env,
                 retry_after=retry_after_seconds(exc.response.headers),
             )
-        if isinstance(exc, anthropic.APIConnectionError):
-            return connection_error(self.name, url, exc.__cause__ or exc.message)
-        if isinstance(exc, httpx2.TransportError):
+        if streamed is not None and isinstance(
+            exc, anthropic.APIConnectionError | httpx2.TransportError
+        ):
+            # The client raises the transport error as it is, or (anthropic 2.x)
+            # wrapped in APIConnectionError: either way the answer had begun.
+            cause = (exc.__cause__ or exc) if isinstance(exc, anthropic.APIConnectionError) else exc
             return BackendUnavailable(
                 f"{self.name}: the stream from {url} was cut after {streamed} chunks "
-                f"({exc or type(exc).__name__}); the reply is incomplete",
+                f"({cause or type(cause).__name__}); the reply is incomplete",
                 backend=self.name,
             )
+        if isinstance(exc, anthropic.APIConnectionError):
+            return connection_error(self.name, url, exc.__cause__ or exc.message)
         if isinstance(exc, anthropic.AnthropicError | httpx2.HTTPError):
             return BackendUnavailable(
                 f"{self.name}: unusable answer from {url}: {exc}", backend=self.name
