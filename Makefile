@@ -10,9 +10,9 @@ STAMP  := $(VENV)/.installed-stamp
 
 .PHONY: run test lint typecheck pytest bench clean system-deps
 
-# The example third-party plugin (tests/example_plugin) is installed like any
+# The example third-party plugin (tests/support/example_plugin) is installed like any
 # pip-installed plugin, so the tests find it through its entry point.
-EXAMPLE_PLUGIN := tests/example_plugin
+EXAMPLE_PLUGIN := tests/support/example_plugin
 EXAMPLE_PLUGIN_FILES := $(EXAMPLE_PLUGIN)/pyproject.toml $(wildcard $(EXAMPLE_PLUGIN)/chatcore_example_plugin/*.py)
 
 $(STAMP): pyproject.toml $(EXAMPLE_PLUGIN_FILES)

@@ -1,7 +1,7 @@
 """Backend benchmark: chatcore on ``openai`` against the raw client and LiteLLM, as Markdown.
 
 Run ``python bench/backends.py``; ``--quick`` shrinks the counts. Every client
-streams the same conversation from the loopback OpenAI fake of ``tests/fakes``:
+streams the same conversation from the loopback OpenAI fake of ``tests/support/fakes``:
 the raw ``openai.AsyncOpenAI`` client (under Trio and under asyncio), chatcore's
 default pipeline with persistence, and LiteLLM's ``acompletion``. LiteLLM is not
 a chatcore dependency: the first run installs it into ``bench/.venv-litellm``.
@@ -621,7 +621,7 @@ def print_header(sizes: Sizes, litellm_versions: dict[str, str]) -> None:
 
 
 def orchestrate(sizes: Sizes, skip_litellm: bool) -> int:
-    sys.path.insert(0, str(REPO_ROOT / "tests"))
+    sys.path.insert(0, str(REPO_ROOT / "tests" / "support"))
     from fakes.openai import FakeOpenAI  # type: ignore[import-not-found]
 
     ll_python, reason = (None, "skipped (--no-litellm)") if skip_litellm else litellm_python()

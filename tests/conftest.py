@@ -1,36 +1,22 @@
-"""Shared fixtures: every test gets its own data dir and no user-level config."""
+"""Shared fixtures: every test gets its own data dir and no user-level config.
+
+Test modules live in one folder per package (``tests/chatcore/``, ``tests/backends/``
+...); what they share is in ``tests/support/`` (on ``sys.path``: ``helpers``, the
+HTTP ``fakes``, ``redis_server``, and the fixture plugins of ``support/plugins``).
+Trio mode is switched on per folder, by the engine folders' own conftest.py; the
+chat app's tests in ``tests/tui/`` run on Textual's asyncio harness.
+"""
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
 import pytest
 import trio.testing
 
-TESTS_DIR = Path(__file__).parent
-REPO_ROOT = TESTS_DIR.parent
-
-# Fixture plugins are imported by `module:Class` specs, as a user would configure them.
-sys.path.insert(0, str(TESTS_DIR / "plugins_fixtures"))
-
-PLUGIN_STATUS_KEYS = frozenset(
-    [
-        "name",
-        "type",
-        "state",
-        "priority",
-        "calls",
-        "failures",
-        "timeouts",
-        "circuit",
-        "last_error",
-        "p50_ms",
-        "p95_ms",
-    ]
-)
-"""The fields of a `chatcore plugins --json` row that the runtime issue fixes."""
+_SUPPORT = Path(__file__).parent / "support"
+sys.path[:0] = [str(_SUPPORT), str(_SUPPORT / "plugins")]
 
 _ISOLATED_VARS = ("CHATCORE_CONFIG", "CHATCORE_BACKEND", "CHATCORE_DATA_DIR")
 
@@ -70,16 +56,6 @@ def write_config(tmp_path: Path):  # type: ignore[no-untyped-def]
         return path
 
     return write
-
-
-def subprocess_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment for running the real `chatcore` command with test plugins importable."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(
-        [str(TESTS_DIR), str(TESTS_DIR / "plugins_fixtures"), env.get("PYTHONPATH", "")]
-    )
-    env.update(extra or {})
-    return env
 
 
 @pytest.fixture

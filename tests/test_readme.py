@@ -8,7 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import REPO_ROOT, TESTS_DIR, subprocess_env
+from helpers import PLUGINS_DIR, REPO_ROOT, subprocess_env
 
 README = (REPO_ROOT / "README.md").read_text()
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
@@ -25,7 +25,7 @@ def test_quick_start_is_exactly_make_run_and_make_test() -> None:
 
 def test_the_plugin_example_is_the_tested_fixture() -> None:
     shout = next(block for block in PYTHON_BLOCKS if "class Shout" in block)
-    assert shout in (TESTS_DIR / "plugins_fixtures" / "yourmodule.py").read_text()
+    assert shout in (PLUGINS_DIR / "yourmodule.py").read_text()
 
 
 def test_the_python_api_example_prints_what_its_comments_say() -> None:

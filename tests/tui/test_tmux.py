@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import subprocess_env
+from helpers import subprocess_env
 
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
 TMUX = shutil.which("tmux")

@@ -5,7 +5,7 @@ Run it against the 0.1.0 code, not this tree (see README.md next to it)::
     cd /path/to/chatcore-0.1.0 && PYTHONPATH=. python /path/to/make.py [OUTPUT]
 
 It refuses to run against code that already has the ``chatcore/store/`` package.
-The results feed ``tests/test_store_migrations.py``: a database from the previous
+The results feed ``tests/chatcore/test_store_migrations.py``: a database from the previous
 release must open, migrate and keep everything. Besides the database it writes
 ``schema-v1.sql`` and ``schema-v2.sql``: the empty schema of a 0.1.0 database after
 its first one and two migrations (0.1.0 never shipped those as releases, but its
