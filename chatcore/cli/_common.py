@@ -6,7 +6,6 @@ Plugins that add commands use the same helpers, re-exported by ``chatcore.cli``.
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -58,6 +57,8 @@ def _load(config_path: Path | None, **overrides: Any) -> Config:
 
 
 def _print_json(value: Any) -> None:
+    import json  # here, not at the top: `chatcore --help` need not pay 2 ms for it
+
     click.echo(json.dumps(value, ensure_ascii=False, indent=2, default=str))
 
 

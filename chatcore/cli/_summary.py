@@ -12,7 +12,6 @@ as they do for ``import``), and the source is parsed with :mod:`ast`.
 from __future__ import annotations
 
 import ast
-import re
 import sys
 from typing import TYPE_CHECKING
 
@@ -78,11 +77,19 @@ def docstring_summary(source: str, qualname: str) -> str | None:
     Only definitions written in ``source`` are found: a name assigned or imported
     there has no docstring to read.
     """
-    # Parsing a whole module costs milliseconds per plugin on every `chatcore --help`;
-    # the definition alone is usually enough, and the whole module when it is not.
+    # Parsing a whole module costs milliseconds per plugin on every `chatcore --help`,
+    # so the cheapest text is tried first: the definition up to its first
+    # triple-quoted string (usually its docstring). A cut that lands anywhere else
+    # fails to parse or finds no docstring, so only an answer from it is trusted;
+    # then the whole definition, then the module.
     path = qualname.split(".")
     excerpt = _top_level_excerpt(source, path[0])
     if excerpt is not None:
+        cut = _through_first_long_string(excerpt)
+        tree = _parse(cut) if cut is not None else None
+        summary = _first_line(_find(tree, path)) if tree is not None else None
+        if summary is not None:
+            return summary
         tree = _parse(excerpt)
         node = _find(tree, path) if tree is not None else None
         if node is not None:
@@ -91,29 +98,54 @@ def docstring_summary(source: str, qualname: str) -> str | None:
     return _first_line(_find(tree, path)) if tree is not None else None
 
 
+def _through_first_long_string(excerpt: str) -> str | None:
+    # str.find, not a regular expression: compiling one costs `--help` more than the search.
+    opens = [(at, quote) for quote in ('"""', "'''") if (at := excerpt.find(quote)) >= 0]
+    if not opens:
+        return None
+    at, quote = min(opens)
+    closed = excerpt.find(quote, at + 3)
+    return excerpt[: closed + 3] if closed >= 0 else None
+
+
 _Definition = ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
 
 
 def _top_level_excerpt(source: str, name: str) -> str | None:
     """The lines of the one top-level ``def``/``class`` of ``name``, if it is alone.
 
-    It ends before the next line that starts in column 0 (a closing bracket of a
-    long signature aside). Should that line belong to a string, the excerpt does
-    not parse and the caller parses the whole module.
+    It ends before the next line that starts in column 0 (a comment or a closing
+    bracket of a long signature aside). Should that line belong to a string, the
+    excerpt does not parse and the caller parses the whole module.
     """
-    starts = [
-        m.start()
-        for m in re.finditer(rf"^(?:async\s+def|def|class)\s+{re.escape(name)}\b", source, re.M)
-    ]
+    starts = _definition_starts(source, name)
     if len(starts) != 1:
         return None
-    lines = source[starts[0] :].splitlines(keepends=True)
-    end = 1
-    while end < len(lines) and (
-        not lines[end][:1].strip() or lines[end].startswith(("#", ")", "]"))
-    ):
-        end += 1
-    return "".join(lines[:end])
+    newline = source.find("\n", starts[0])
+    while newline >= 0:
+        following = source[newline + 1 : newline + 2]
+        if following and not following.isspace() and following not in "#)]":
+            return source[starts[0] : newline + 1]
+        newline = source.find("\n", newline + 1)
+    return source[starts[0] :]
+
+
+def _definition_starts(source: str, name: str) -> list[int]:
+    """Where ``def name``, ``async def name`` or ``class name`` starts a line.
+
+    Plain ``str.find``: a regular expression over a long module costs more here.
+    An unusual spelling (``def  name``) is not found, and the caller parses the module.
+    """
+    starts = []
+    for keyword in ("def ", "async def ", "class "):
+        needle = keyword + name
+        at = source.find(needle)
+        while at >= 0:
+            after = source[at + len(needle) : at + len(needle) + 1]
+            if (at == 0 or source[at - 1] == "\n") and not (after.isalnum() or after == "_"):
+                starts.append(at)
+            at = source.find(needle, at + len(needle))
+    return sorted(starts)
 
 
 def _parse(source: str) -> ast.Module | None:
