@@ -203,13 +203,12 @@ def _module_and_attr(value: str) -> tuple[str, str | None] | None:
 def _distribution_folders(path: Iterable[str]) -> Iterator[tuple[str, str]]:
     for entry in path:
         try:
-            names = sorted(os.listdir(entry or "."))
+            names = os.listdir(entry or ".")
         except OSError:  # a zip file, or gone: nothing to list
             continue
-        for name in names:
-            if name.endswith(_SUFFIXES):
-                suffix = ".dist-info" if name.endswith(".dist-info") else ".egg-info"
-                yield os.path.join(entry or ".", name), suffix
+        for name in sorted(name for name in names if name.endswith(_SUFFIXES)):
+            suffix = ".dist-info" if name.endswith(".dist-info") else ".egg-info"
+            yield os.path.join(entry or ".", name), suffix
 
 
 def _read(file: str) -> str | None:
