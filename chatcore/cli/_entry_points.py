@@ -43,7 +43,6 @@ __all__ = [
 
 COMMANDS_GROUP = "chatcore.commands"
 CORE_DISTRIBUTION = "chatcore"
-UNKNOWN_DISTRIBUTION = "an unknown distribution"
 
 
 # NamedTuples, not dataclasses: `chatcore --help` builds these classes on every run, and
