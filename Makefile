@@ -6,7 +6,10 @@ PYTHON ?= $(shell for p in python3 python3.13 python3.12 python3.11; do \
 	done)
 VENV   := .venv
 BIN    := $(VENV)/bin
-STAMP  := $(VENV)/.installed-stamp
+# Two stamps: `make run` installs what running needs; `make test` adds the test tools
+# and the example third-party plugin on top.
+RUN_STAMP  := $(VENV)/.run-stamp
+TEST_STAMP := $(VENV)/.test-stamp
 
 .PHONY: run test lint typecheck pytest bench clean system-deps
 
@@ -15,23 +18,29 @@ STAMP  := $(VENV)/.installed-stamp
 EXAMPLE_PLUGIN := tests/support/example_plugin
 EXAMPLE_PLUGIN_FILES := $(EXAMPLE_PLUGIN)/pyproject.toml $(wildcard $(EXAMPLE_PLUGIN)/chatcore_example_plugin/*.py)
 
-$(STAMP): pyproject.toml $(EXAMPLE_PLUGIN_FILES)
+$(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "chatcore needs Python 3.11 or newer; none found (set PYTHON=...)"; exit 1; }
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(RUN_STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet -e .
+	touch $(RUN_STAMP)
+
+$(TEST_STAMP): $(RUN_STAMP) pyproject.toml $(EXAMPLE_PLUGIN_FILES)
 	$(BIN)/python -m pip install --quiet -e '.[test]'
 	$(BIN)/python -m pip install --quiet --no-deps --force-reinstall ./$(EXAMPLE_PLUGIN)
 	rm -rf $(EXAMPLE_PLUGIN)/build $(EXAMPLE_PLUGIN)/*.egg-info
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
-run: $(STAMP)
+run: $(RUN_STAMP)
 	$(BIN)/chatcore
 
-lint: $(STAMP)
+lint: $(TEST_STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 
-typecheck: $(STAMP)
+typecheck: $(TEST_STAMP)
 	$(BIN)/mypy
 
 # System programs the tests start: tmux (the terminal smoke test) and redis-server
@@ -48,12 +57,12 @@ system-deps:
 		else echo "$$program not found: install it (the tests start it)"; fi; \
 	done
 
-pytest: $(STAMP) system-deps
+pytest: $(TEST_STAMP) system-deps
 	$(BIN)/python -m pytest
 
 test: lint typecheck pytest
 
-bench: $(STAMP)
+bench: $(TEST_STAMP)
 	$(BIN)/python bench/pipeline.py
 
 clean:
