@@ -136,6 +136,9 @@ class PluginEntry(BaseModel):
     enabled: bool = True
     """Load this plugin; false keeps the entry but skips it."""
 
+    required: bool = True
+    """No turn runs while this plugin failed to load; false lets turns go on without it."""
+
     fail_fast: bool = False
     """Fail the whole turn when this plugin fails, instead of isolating the failure."""
 

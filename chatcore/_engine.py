@@ -24,6 +24,7 @@ from .errors import (
     ConversationNotFound,
     EngineClosed,
     InvalidInput,
+    PluginLoadError,
     UnknownBackend,
 )
 from .hooks import HookRegistry
@@ -175,6 +176,16 @@ class Engine:
         if backend not in self.config.backends:
             raise UnknownBackend(backend, list(self.config.backends))
 
+    def _check_plugins_loaded(self) -> None:
+        # Fail closed: a misspelled safety filter must not switch itself off silently.
+        failures = self.plugins.load_failures()
+        if failures:
+            more = f" (and {len(failures) - 1} more)" if len(failures) > 1 else ""
+            raise PluginLoadError(
+                f"{failures[0]}{more}; no turn runs without it: fix the entry, "
+                "pause the plugin, or set required = false"
+            )
+
     def _validate(self, text: str) -> None:
         if not isinstance(text, str):
             raise InvalidInput(f"a prompt must be text, got {type(text).__name__}")
@@ -198,6 +209,7 @@ class Engine:
         self._ensure_open()
         self._validate(text)
         self._check_backend(options.backend)
+        self._check_plugins_loaded()
         return Turn(conversation=state, text=text, options=options, chunks=chunks)
 
     async def _submit(self, turn: Turn) -> None:

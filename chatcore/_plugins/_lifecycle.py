@@ -41,7 +41,7 @@ ALLOWED_TRANSITIONS: Mapping[PluginState, frozenset[PluginState]] = MappingProxy
         _S.ACTIVE: frozenset({_S.PAUSED, _S.UNLOADING, _S.ERROR}),
         _S.PAUSED: frozenset({_S.ACTIVE, _S.UNLOADING, _S.ERROR}),
         _S.UNLOADING: frozenset({_S.UNLOADED, _S.ERROR}),
-        _S.ERROR: frozenset({_S.INITIALIZING, _S.UNLOADING}),
+        _S.ERROR: frozenset({_S.INITIALIZING, _S.PAUSED, _S.UNLOADING}),
     }
 )
 

@@ -106,6 +106,9 @@ class PluginManager:
         record = self._loader.new_record(
             entry.instance_name, entry.plugin, _config_from_entry(entry)
         )
+        if entry in self.config.plugins:
+            record.config_key = f"plugins[{self.config.plugins.index(entry)}]"
+            record.required = entry.required
         if not entry.enabled:
             return record
         self._loader.load(record)
@@ -291,13 +294,34 @@ class PluginManager:
         """A snapshot of every hook registration's counters, in run order."""
         return self.hooks.metrics()
 
+    def load_failures(self) -> list[str]:
+        """Why turns are refused: each required plugin of the config that failed to load.
+
+        One line each, in the config-error style (file, key, reason). A plugin paused
+        on purpose, one whose entry says ``required = false``, and one found in a
+        plugin directory without an entry do not stop turns.
+        """
+        where = f"{self.config.source}: " if self.config.source is not None else ""
+        return [
+            f"{where}{record.config_key}.plugin: {record.lifecycle.reason}"
+            for record in self._plugins.values()
+            if record.required
+            and record.config_key is not None
+            and record.lifecycle.state is PluginState.ERROR
+        ]
+
     async def pause(self, name: str) -> None:
+        """Stop calling a plugin; a plugin that failed to load is set aside on purpose."""
         record = self._record(name)
         record.lifecycle.transition(PluginState.PAUSED)
         self.hooks.set_enabled(name, False)
 
     async def resume(self, name: str) -> None:
         record = self._record(name)
+        if PluginState.ACTIVE not in record.lifecycle.history:
+            raise PluginError(
+                f"plugin {name!r} never loaded, so it cannot resume: fix its entry and reload it"
+            )
         record.lifecycle.transition(PluginState.ACTIVE)
         self.hooks.set_enabled(name, True)
 

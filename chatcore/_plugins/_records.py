@@ -65,6 +65,10 @@ class LoadedPlugin:
     """The registration used for calls that aren't hooks (middleware, features)."""
     reload_error: str | None = None
     """Why the last reload failed while this version kept running."""
+    config_key: str | None = None
+    """Where the config file asks for it (``plugins[0]``); None when it was not asked for."""
+    required: bool = False
+    """Turns are refused while it failed to load (a ``[[plugins]]`` entry's ``required``)."""
 
     @property
     def dependencies(self) -> tuple[str, ...]:

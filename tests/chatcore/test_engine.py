@@ -454,11 +454,12 @@ async def test_a_plugin_past_its_timeout_is_cut_off_and_counted(
 async def test_dependency_cycles_and_missing_dependencies_fail_only_those_plugins(
     write_config: WriteConfig,
 ) -> None:
+    # Optional entries, so turns go on without them (tests/chatcore/test_fail_closed.py).
     config = write_config(
         BASE
-        + plugin_entry("engine_plugins:CycleA", name="cycle_a")
-        + plugin_entry("engine_plugins:CycleB", name="cycle_b")
-        + plugin_entry("engine_plugins:NeedsGhost", name="needs_ghost")
+        + plugin_entry("engine_plugins:CycleA", name="cycle_a", required=False)
+        + plugin_entry("engine_plugins:CycleB", name="cycle_b", required=False)
+        + plugin_entry("engine_plugins:NeedsGhost", name="needs_ghost", required=False)
         + plugin_entry("yourmodule:Shout")
     )
     async with open_engine(config) as engine:
@@ -510,7 +511,7 @@ async def test_cancelling_a_send_stops_the_reply_and_keeps_it_partial(
 
 
 async def test_a_plugin_missing_its_method_is_refused_at_load(write_config: WriteConfig) -> None:
-    config = write_config(BASE + plugin_entry("engine_plugins:Incomplete"))
+    config = write_config(BASE + plugin_entry("engine_plugins:Incomplete", required=False))
     async with open_engine(config) as engine:
         status = engine.plugins.get_plugin_status()["incomplete"]
         assert (status.state, status.type) == ("error", "processor")

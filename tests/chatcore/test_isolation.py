@@ -175,7 +175,10 @@ async def test_chunks_and_extra_hooks_cross_the_boundary(write_config: WriteConf
 async def test_a_plugin_that_fails_to_start_is_in_error_with_the_childs_reason(
     write_config: WriteConfig,
 ) -> None:
-    config = write_config(BASE + entry("misbehaving:FailsToStart", config={"need": "api_key"}))
+    # Optional, so turns go on without it (tests/chatcore/test_fail_closed.py).
+    config = write_config(
+        BASE + entry("misbehaving:FailsToStart", required=False, config={"need": "api_key"})
+    )
     async with open_engine(config) as engine:
         status = engine.status().plugins["fails_to_start"]
         reply = await engine.conversation().send("still works")

@@ -33,6 +33,11 @@ def entries(*specs: str) -> str:
     return "".join(f'[[plugins]]\nplugin = "{spec}"\n' for spec in specs)
 
 
+def optional(spec: str) -> str:
+    """An entry turns may run without (see tests/chatcore/test_fail_closed.py)."""
+    return entries(spec) + "required = false\n"
+
+
 def test_the_plugin_module_surface_changes_only_on_purpose() -> None:
     assert sorted(chatcore.plugin.__all__) == sorted(
         [
@@ -203,7 +208,7 @@ async def test_a_feature_with_no_type_anywhere_runs_as_a_feature(
 async def test_a_plain_class_is_refused_with_the_reason_and_the_rest_loads(
     write_config: WriteConfig,
 ) -> None:
-    config = write_config(BASE + entries("api_plugins:Tagger", "api_plugins:LookAlike"))
+    config = write_config(BASE + entries("api_plugins:Tagger") + optional("api_plugins:LookAlike"))
     async with open_engine(config) as engine:
         reply = await engine.conversation().send("hello")
         plugins = engine.status().plugins
@@ -219,7 +224,7 @@ async def test_a_plain_class_is_refused_with_the_reason_and_the_rest_loads(
 async def test_a_plugin_type_that_disagrees_with_the_base_class_is_a_load_error(
     write_config: WriteConfig,
 ) -> None:
-    async with open_engine(write_config(BASE + entries("api_plugins:Confused"))) as engine:
+    async with open_engine(write_config(BASE + optional("api_plugins:Confused"))) as engine:
         status = engine.status().plugins["confused"]
         reply = await engine.conversation().send("hi")
     assert status.state == "error"

@@ -76,7 +76,11 @@ def test_a_plugin_importing_subprocess_is_refused_unless_trusted(tmp_path: Path)
     row = next(r for r in json.loads(listed.stdout) if r["name"] == "shell")
     assert row["state"] == "error"
     assert row["last_error"] == f"{plugin}:3: imports 'subprocess' {HINT}"
-    # The chat goes on without it.
+    # A refused plugin stops turns (fail closed), unless its entry makes it optional.
+    asked = chatcore("ask", "--config", str(config), "hi")
+    assert (asked.returncode, asked.stdout) == (2, ""), asked.stderr
+    assert f"{config}: plugins[0].plugin: {plugin}:3: imports 'subprocess'" in asked.stderr
+    config.write_text(CONFIG.format(plugin=plugin, trusted="false") + "required = false\n")
     asked = chatcore("ask", "--config", str(config), "hi")
     assert (asked.returncode, asked.stdout) == (0, "echo: hi\n"), asked.stderr
 
