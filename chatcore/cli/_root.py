@@ -68,7 +68,12 @@ class _ChatcoreGroup(click.Group):
                 formatter.write_dl(rows)
 
 
-@click.group(cls=_ChatcoreGroup, invoke_without_command=True)
+@click.group(
+    cls=_ChatcoreGroup,
+    invoke_without_command=True,
+    # Subcommands inherit it: `chatcore ask -h` too.
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(package_name="chatcore")
 @config_option
 @click.option("--backend", default=None, help="Backend to chat with (a [backends.NAME] table).")
@@ -93,4 +98,14 @@ def cli(ctx: click.Context, config_path: Path | None, backend: str | None) -> No
 
 def main() -> None:
     """The ``chatcore`` console script."""
-    cli(prog_name="chatcore")
+    try:
+        code = cli.main(prog_name="chatcore", standalone_mode=False)
+    except click.UsageError as exc:
+        # click's own errors read like chatcore's: one line, where to look, exit 2.
+        where = f" (see '{exc.ctx.command_path} -h')" if exc.ctx is not None else ""
+        _fail(f"{' '.join(exc.format_message().split())}{where}", exc.exit_code)
+    except click.ClickException as exc:
+        _fail(" ".join(exc.format_message().split()), exc.exit_code)
+    except click.Abort:  # Ctrl-C or end of input at a prompt; click has ended the line
+        sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
