@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 from contextlib import closing, contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -15,10 +17,9 @@ from ..errors import StoreError
 from ..hlc import HybridClock
 from ..messages import utcnow
 from ._schema import CORE_MIGRATIONS, SYNC_DEVICE_ID, SYNC_HLC
-from ._sqlite import connect, write_transaction
+from ._sqlite import BUSY_TIMEOUT_MS, connect, write_transaction
 
 if TYPE_CHECKING:
-    import sqlite3
     from collections.abc import Iterator, Sequence
 
 log = logging.getLogger("chatcore.store")
@@ -62,7 +63,7 @@ class StoreConnection:
         self._commits_since_checkpoint = 0
         self._writer = connect(self.path)
         try:
-            mode = self._writer.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _switch_to_wal(self._writer)
             if str(mode).lower() != "wal":
                 raise StoreError(f"{self.path}: cannot enable WAL journal mode (got {mode!r})")
             # Checkpoints run where blocking is harmless (see ``checkpoint``).
@@ -166,3 +167,20 @@ class StoreConnection:
         with self._write_lock:
             self._writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
             self._commits_since_checkpoint = 0
+
+
+def _switch_to_wal(conn: sqlite3.Connection) -> str:
+    """``PRAGMA journal_mode = WAL``, waiting for other writers as every statement does.
+
+    SQLite answers the switch with "database is locked" at once, without calling the
+    busy handler, while another connection holds a write lock on a file still in
+    rollback mode: two processes creating one database at the same moment hit it.
+    """
+    deadline = time.monotonic() + BUSY_TIMEOUT_MS / 1000
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.01)
