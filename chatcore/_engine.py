@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._conversation import Conversation, ReplyStream
-from ._plugins import BackgroundJobs, PluginManager, PluginStatus
+from ._plugins import BackgroundJobs, PluginManager, PluginState, PluginStatus
 from .actors import ActorStatus, Supervisor, open_supervisor
 from .config import Config, load_config
 from .errors import (
@@ -186,6 +186,14 @@ class Engine:
                 "pause the plugin, or set required = false"
             )
 
+    async def _check_backend_loads(self, backend: str) -> None:
+        # A backend whose plugin cannot be imported is a config mistake, not a failed
+        # turn: say where it is, and store nothing.
+        record = await self.plugins.ensure_backend(backend)
+        if record.lifecycle.state is PluginState.ERROR and record.instance is None:
+            where = f"{self.config.source}: " if self.config.source is not None else ""
+            raise PluginLoadError(f"{where}backends.{backend}.plugin: {record.lifecycle.reason}")
+
     def _validate(self, text: str) -> None:
         if not isinstance(text, str):
             raise InvalidInput(f"a prompt must be text, got {type(text).__name__}")
@@ -222,6 +230,7 @@ class Engine:
         turn.on_finished = self._forget
         self._in_flight.add(turn)
         try:
+            await self._check_backend_loads(turn.options.backend)
             await self._pipeline.gateway.send_channel.send(turn)
         except BaseException as exc:
             # Never entered the pipeline: finish it so a turn queued behind it goes on.

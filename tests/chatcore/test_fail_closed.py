@@ -102,3 +102,30 @@ def test_ask_names_the_plugin_the_key_and_the_file_and_exits_2(
     lines = result.stderr.splitlines()
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: " + refusal(config)), lines[0]
+
+
+def test_a_backend_that_cannot_load_is_a_config_error_and_nothing_is_stored(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + '[backends.typo]\nplugin = "opnai"\n')
+    result = subprocess.run(
+        [CHATCORE, "--config", str(config), "ask", "--backend", "typo", "hello"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(
+        f"error: {config}: backends.typo.plugin: plugin 'opnai' not found: "
+    ), lines[0]
+    listed = subprocess.run(
+        [CHATCORE, "--config", str(config), "history", "list"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert listed.stdout == "(none)\n"
