@@ -550,8 +550,8 @@ def rag_add(paths: tuple[Path, ...], force: bool, config_path: Path | None, as_j
     """Add files and folders (recursively): .md .txt .rst .html .pdf.
 
     Unchanged files are left alone, changed ones replaced. A binary or non-UTF-8
-    file is skipped with a warning. Exits 1 when a file could not be read (a
-    damaged PDF, a missing path); the others are still added.
+    file is skipped with a warning. Exits 2 when a path given is not there, 1 when
+    a file could not be read (a damaged PDF); the others are still added.
     """
     config, settings = _config(config_path)
     found = discover(paths)
@@ -586,7 +586,7 @@ def rag_add(paths: tuple[Path, ...], force: bool, config_path: Path | None, as_j
         print_json(report.as_dict())
     else:
         click.echo(report.summary())
-    sys.exit(1 if report.failed else 0)
+    sys.exit(2 if found.missing else 1 if report.failed else 0)
 
 
 async def _embed_with_progress(
@@ -688,7 +688,7 @@ def rag_list(config_path: Path | None, as_json: bool) -> None:
 def rag_remove(keys: tuple[str, ...], config_path: Path | None) -> None:
     """Remove documents by path, folder (everything under it) or id (a unique prefix will do).
 
-    Exits 1 when something given matches no document (the others are still removed).
+    Exits 2 when something given matches no document (the others are still removed).
     """
     config, settings = _config(config_path)
 
@@ -704,4 +704,4 @@ def rag_remove(keys: tuple[str, ...], config_path: Path | None) -> None:
             click.echo(f"error: no document matches {key!r} (see `chatcore rag list`)", err=True)
         for doc in removed:
             click.echo(f"removed {doc.path} ({doc.chunks} chunks)")
-    sys.exit(1 if unmatched else 0)
+    sys.exit(2 if unmatched else 0)

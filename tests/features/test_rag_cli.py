@@ -90,13 +90,21 @@ def test_binary_and_undecodable_files_are_skipped_with_a_warning_naming_them(
     assert (report["skipped"], report["failed"]) == (1, [])
 
 
-def test_a_corrupt_pdf_is_a_named_error_the_others_are_added_and_the_exit_code_is_1(
+def test_a_corrupt_pdf_alone_exits_1_and_the_others_are_added(docs: Path) -> None:
+    (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf\n")
+    result = run("rag", "add", str(docs))
+    assert result.exit_code == 1
+    assert result.stdout == "added 5, updated 0, unchanged 0, skipped 1, failed 1\n"
+
+
+def test_a_corrupt_pdf_is_a_named_error_the_others_are_added_and_a_missing_path_exits_2(
     docs: Path,
 ) -> None:
     (docs / "broken.pdf").write_bytes(b"%PDF-1.4\nnot really a pdf\n")
     (docs / "report.pdf").write_bytes(make_pdf(["Harvest outlook\nThe barley looks strong."]))
     result = run("rag", "add", str(docs), str(docs / "missing.md"))
-    assert result.exit_code == 1
+    # A path that is not there is bad input (2); a file that can't be read, a failure (1).
+    assert result.exit_code == 2
     errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
     assert len(errors) == 2
     assert errors[0] == f"error: {docs / 'missing.md'}: no such file or directory"
@@ -182,7 +190,7 @@ def test_list_and_remove_by_path_folder_and_id(docs: Path) -> None:
     assert run_json("rag", "search", "refund policy") == []
 
     folder = run("rag", "remove", str(docs / "notes"), "no-such-doc")
-    assert folder.exit_code == 1
+    assert folder.exit_code == 2  # bad input: nothing of that name
     assert folder.stdout == f"removed {docs / 'notes/deep/tortoise.md'} (1 chunks)\n"
     assert folder.stderr == "error: no document matches 'no-such-doc' (see `chatcore rag list`)\n"
     assert [Path(d["path"]).name for d in run_json("rag", "list")] == ["install.md", "solar.html"]
