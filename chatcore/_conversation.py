@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import trio
 
+from ._asyncio import asyncio_stream, bridged
 from .errors import ConversationNotFound
 from .export import export_format, read_transcript
 from .messages import Chunk
@@ -73,6 +74,7 @@ class Conversation:
             max_tokens=max_tokens,
         )
 
+    @bridged
     async def send(
         self,
         text: str,
@@ -115,16 +117,31 @@ class Conversation:
         Use it as ``async for chunk in conversation.stream(text)``, or inside
         ``async with`` to make leaving early stop the reply (kept as ``partial``).
         """
+        under_asyncio = asyncio_stream(
+            self,
+            lambda: self.stream(
+                text,
+                backend=backend,
+                model=model,
+                system=system,
+                temperature=temperature,
+                max_tokens=max_tokens,
+            ),
+        )
+        if under_asyncio is not None:
+            return under_asyncio
         options = self._options(backend, model, system, temperature, max_tokens)
         send, receive = trio.open_memory_channel[Chunk](REPLY_CHANNEL_SIZE)
         turn = self._engine._new_turn(self._state, text, options, send)
         return ReplyStream(self._engine, turn, receive)
 
+    @bridged
     async def messages(self) -> list[Message]:
         """Every stored message of this conversation, oldest first."""
         store = self._engine.store
         return await trio.to_thread.run_sync(store.get_messages, self.id)
 
+    @bridged
     async def summary(self) -> ConversationSummary:
         """This conversation as stored: title, created and updated times, backend, model,
         message count.
@@ -137,6 +154,7 @@ class Conversation:
             raise ConversationNotFound(self.id)
         return summary
 
+    @bridged
     async def rename(self, title: str) -> ConversationSummary:
         """Give the conversation a new title (whitespace collapsed) and return its summary.
 
@@ -155,6 +173,7 @@ class Conversation:
             raise ConversationNotFound(self.id)
         return summary
 
+    @bridged
     async def delete(self) -> None:
         """Delete the conversation and its messages (replicated as a deletion).
 
@@ -167,6 +186,7 @@ class Conversation:
         if not deleted:
             raise ConversationNotFound(self.id)
 
+    @bridged
     async def export(self, format: ExportFormat = "markdown") -> str:
         """The stored conversation as Markdown or JSON text (the format of ``chatcore.export``).
 

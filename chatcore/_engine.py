@@ -14,8 +14,10 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+import sniffio
 import trio
 
+from ._asyncio import bridged
 from ._conversation import Conversation, ReplyStream
 from ._plugins import BackgroundJobs, PluginManager, PluginState, PluginStatus
 from .actors import ActorStatus, Supervisor, open_supervisor
@@ -36,6 +38,7 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
     from pathlib import Path
 
+    from ._asyncio import TrioGuest
     from .replication import Replicator, SyncStatus
 
 __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
@@ -89,6 +92,8 @@ class Engine:
         self._conversations: dict[str, ConversationState] = {}
         self._in_flight: set[Turn] = set()
         self._closing = False
+        self._guest: TrioGuest | None = None
+        """Set when the engine was opened under asyncio: calls from there run in it."""
 
     # -- conversations ----------------------------------------------------------------
 
@@ -128,6 +133,7 @@ class Engine:
         latest = self.store.latest_conversation_id()
         return None if latest is None else self.conversation(latest)
 
+    @bridged
     async def conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
         """The stored conversations, most recently updated first.
 
@@ -309,7 +315,10 @@ def _salvage(turn: Turn) -> TurnRecord:
 async def open_engine(
     config: str | Path | Config | None = None, **overrides: Any
 ) -> AsyncIterator[Engine]:
-    """Start an engine; leaving the block stops it cleanly.
+    """Start an engine; leaving the block stops it cleanly. Works under Trio and asyncio.
+
+    Under asyncio the engine runs as a Trio guest on the running loop; ``send``,
+    ``stream``, ``messages`` and the other async methods are called as usual.
 
     Args:
         config: a config file, a ``Config``, or None for the usual lookup
@@ -321,6 +330,20 @@ async def open_engine(
         ConfigError: the configuration is invalid (file, key and problem named).
         EngineStopped: an actor crashed faster than its restart intensity allows.
     """
+    if sniffio.current_async_library() == "asyncio":
+        from ._asyncio import open_guest_engine
+
+        async with open_guest_engine(_open_trio_engine, config, overrides) as engine:
+            yield engine
+        return
+    async with _open_trio_engine(config, **overrides) as engine:
+        yield engine
+
+
+@asynccontextmanager
+async def _open_trio_engine(
+    config: str | Path | Config | None = None, **overrides: Any
+) -> AsyncIterator[Engine]:
     if "backend" in overrides:
         backend = overrides.pop("backend")
         if backend is not None:

@@ -93,3 +93,16 @@ def test_the_middleware_example_loads(tmp_path: Path) -> None:
         timeout=60,
     )
     assert (result.returncode, result.stdout) == (0, "echo: hello\n"), result.stderr
+
+
+def test_the_asyncio_example_prints_what_its_comments_say() -> None:
+    example = next(block for block in PYTHON_BLOCKS if "asyncio.run(main())" in block)
+    result = subprocess.run(
+        [sys.executable, "-c", example],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+        check=True,
+    )
+    assert result.stdout.splitlines() == ["echo: hello from asyncio", "echo: streaming too"]
