@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import re
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +28,14 @@ from chatcore.errors import (
 if TYPE_CHECKING:
     from collections.abc import Mapping
 
+    from chatcore.messages import ChatContext
+
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "api_key_from",
     "connection_error",
+    "context_size_advice",
+    "is_context_length_error",
     "missing_key_error",
     "retry_after_seconds",
     "status_error",
@@ -78,6 +83,34 @@ def retry_after_seconds(headers: Mapping[str, str] | None) -> float | None:
         return None if parsed is None else max(0.0, parsed.timestamp() - time.time())
 
 
+_CONTEXT_LENGTH = re.compile(
+    r"context (length|size|window)|context_length|maximum context|prompt is too long"
+    r"|too many tokens|exceeds? the (available )?context",
+    re.IGNORECASE,
+)
+"""How OpenAI, vLLM, llama.cpp, LiteLLM and Anthropic word "the prompt is over the window"."""
+
+
+def is_context_length_error(detail: str) -> bool:
+    return _CONTEXT_LENGTH.search(detail) is not None
+
+
+def context_size_advice(context: ChatContext | None) -> str:
+    """How big the request was and what to do about it, for a context-window error."""
+    if context is None:
+        return "start a new conversation or enable the memory plugin to fit the model's window"
+    # Imported here: only an error that needs the estimate pays for the tokenizer rules.
+    from features._tokens import context_tokens
+
+    count = len(context.messages)
+    plural = "" if count == 1 else "s"
+    return (
+        f"this conversation sends {count} message{plural}, about {context_tokens(context)} "
+        "tokens: start a new conversation or enable the memory plugin "
+        '([[plugins]] plugin = "memory", max_context_tokens = the window) to fit it'
+    )
+
+
 def status_error(
     status: int,
     detail: str,
@@ -87,8 +120,13 @@ def status_error(
     model: str | None,
     key_env: str | None = None,
     retry_after: float | None = None,
+    context: ChatContext | None = None,
 ) -> BackendError:
-    """Map an HTTP error status to the error a person can act on."""
+    """Map an HTTP error status to the error a person can act on.
+
+    ``context`` is the request's, when there was one: a refusal for the context
+    window then says how big the conversation is.
+    """
     detail = detail.strip() or f"HTTP {status}"
     if status in (401, 403):
         hint = f": check ${key_env}" if key_env else ""
@@ -110,8 +148,9 @@ def status_error(
             retry_after=retry_after,
         )
     if status in (400, 413, 422):
+        advice = f"; {context_size_advice(context)}" if is_context_length_error(detail) else ""
         return BackendBadRequest(
-            f"{backend}: {url} refused the request ({status}: {detail})", backend=backend
+            f"{backend}: {url} refused the request ({status}: {detail}){advice}", backend=backend
         )
     return BackendUnavailable(f"{backend}: {url} answered {status}: {detail}", backend=backend)
 

@@ -151,7 +151,7 @@ class AnthropicBackend(BaseBackendProvider):
                 stream=True,
             )
         except Exception as exc:
-            self._raise(exc, model)
+            self._raise(exc, model, context=context)
         try:
             async with events:
                 async for event in events:
@@ -170,7 +170,7 @@ class AnthropicBackend(BaseBackendProvider):
                     elif event.type == "message_stop":
                         finished = True
         except Exception as exc:
-            self._raise(exc, model, streamed=index)
+            self._raise(exc, model, streamed=index, context=context)
         if not finished:
             raise BackendUnavailable(
                 f"{self.name}: the stream from {self._url} ended before message_stop "
@@ -197,7 +197,7 @@ class AnthropicBackend(BaseBackendProvider):
                 system=request.system if request.system is not None else anthropic.omit,
             )
         except Exception as exc:
-            self._raise(exc, request.model)
+            self._raise(exc, request.model, context=context)
         text = "".join(block.text for block in reply.content if block.type == "text")
         return Message(
             role=Role.ASSISTANT,
@@ -231,19 +231,31 @@ class AnthropicBackend(BaseBackendProvider):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _raise(self, exc: Exception, model: str | None, *, streamed: int | None = None) -> NoReturn:
+    def _raise(
+        self,
+        exc: Exception,
+        model: str | None,
+        *,
+        streamed: int | None = None,
+        context: ChatContext | None = None,
+    ) -> NoReturn:
         """Raise the chatcore error for a client exception; anything unforeseen as it is.
 
         ``streamed`` is how many chunks had arrived when a stream broke, None before
         the answer began.
         """
-        mapped = self._error(exc, model, streamed=streamed)
+        mapped = self._error(exc, model, streamed=streamed, context=context)
         if mapped is None:
             raise exc
         raise mapped from exc
 
     def _error(
-        self, exc: Exception, model: str | None, *, streamed: int | None
+        self,
+        exc: Exception,
+        model: str | None,
+        *,
+        streamed: int | None,
+        context: ChatContext | None = None,
     ) -> BackendError | None:
         url = self._url
         if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
@@ -261,6 +273,7 @@ class AnthropicBackend(BaseBackendProvider):
                 model=model,
                 key_env=self._key_env,
                 retry_after=retry_after_seconds(exc.response.headers),
+                context=context,
             )
         if streamed is not None and isinstance(
             exc, anthropic.APIConnectionError | httpx2.TransportError

@@ -118,7 +118,7 @@ class OllamaBackend(BaseBackendProvider):
                     yield Chunk(text=text, index=index)
                     index += 1
         except _CLIENT_ERRORS as exc:
-            raise self._error(exc, model=model, chunks=index) from exc
+            raise self._error(exc, model=model, chunks=index, context=context) from exc
         finally:
             # Close the client's generator now, so its connection goes back to
             # the pool even when our consumer stopped early.
@@ -141,7 +141,7 @@ class OllamaBackend(BaseBackendProvider):
         try:
             response = await client.chat(**request, stream=False)
         except _CLIENT_ERRORS as exc:
-            raise self._error(exc, model=model) from exc
+            raise self._error(exc, model=model, context=context) from exc
         return Message(
             role=Role.ASSISTANT,
             content=response.message.content or "",
@@ -239,7 +239,14 @@ class OllamaBackend(BaseBackendProvider):
             backend=self.name,
         )
 
-    def _error(self, exc: Exception, *, model: str | None, chunks: int = 0) -> BackendError:
+    def _error(
+        self,
+        exc: Exception,
+        *,
+        model: str | None,
+        chunks: int = 0,
+        context: ChatContext | None = None,
+    ) -> BackendError:
         """Turn whatever the client raised into the chatcore error a person can act on."""
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code < 0:
@@ -265,6 +272,7 @@ class OllamaBackend(BaseBackendProvider):
                 model=model,
                 key_env=KEY_ENV,
                 retry_after=retry_after_seconds(dict(headers) if headers else None),
+                context=context,
             )
         if isinstance(exc, httpx.TimeoutException):
             return timeout_error(self.name, self.url, self.timeout_s)

@@ -22,6 +22,7 @@ from chatcore.plugin import BaseBackendProvider, PluginMetadata
 from ._common import (
     api_key_from,
     connection_error,
+    context_size_advice,
     missing_key_error,
     retry_after_seconds,
     status_error,
@@ -76,6 +77,7 @@ class OpenAIBackend(BaseBackendProvider):
     def __init__(self) -> None:
         super().__init__()
         self._client: openai.AsyncOpenAI | None = None
+        self._retired: list[openai.AsyncOpenAI] = []
         self._key: str | None = None
         self._key_env = KEY_ENV
         self.base_url = DEFAULT_BASE_URL
@@ -108,9 +110,19 @@ class OpenAIBackend(BaseBackendProvider):
         )
         return self._client
 
+    def _retire_client(self) -> None:
+        """Build a new client (and pool) for the next request; the old one closes at aclose.
+
+        Not closed now: other streams of this backend may still be reading from it.
+        """
+        if self._client is not None:
+            self._retired.append(self._client)
+            self._client = None
+
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        self._retire_client()
+        clients, self._retired = self._retired, []
+        for client in clients:
             await client.close()
 
     # -- requests ------------------------------------------------------------------------
@@ -159,12 +171,13 @@ class OpenAIBackend(BaseBackendProvider):
         model: str = params["model"]
         usage: Usage | None = None
         index = 0
+        finished = False
         try:
             response = await client.chat.completions.create(
                 **params, stream=True, stream_options={"include_usage": True}
             )
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, model)
+            self._raise(exc, model, context=context)
         async with response:
             while True:
                 # Only the client's calls are guarded: whatever the consumer throws
@@ -174,16 +187,40 @@ class OpenAIBackend(BaseBackendProvider):
                 except StopAsyncIteration:
                     break
                 except _CLIENT_ERRORS as exc:
-                    self._raise(exc, params["model"], pieces=index)
+                    self._raise(exc, params["model"], pieces=index, context=context)
                 model = event.model or model
                 if event.usage is not None:
                     usage = Usage(event.usage.prompt_tokens, event.usage.completion_tokens)
                 for choice in event.choices:
+                    if choice.index == 0 and choice.finish_reason is not None:
+                        finished = True
                     text = choice.delta.content or choice.delta.refusal
                     if choice.index == 0 and text:
                         yield Chunk(text=text, index=index)
                         index += 1
+        if not finished:
+            await self._unfinished(index, context)
         yield Chunk(text="", index=index, done=True, usage=usage, model=model)
+
+    async def _unfinished(self, pieces: int, context: ChatContext) -> NoReturn:
+        """A stream that ended with no ``finish_reason``: the server gave up on the request.
+
+        llama.cpp's server, over its context window, answers 200 with nothing the
+        client can read and then drops the connection; the pool is rebuilt so the
+        next request does not go out on it.
+        """
+        self._retire_client()
+        if pieces:
+            raise BackendUnavailable(
+                f"{self.name}: the stream from {self.base_url} ended without finishing "
+                f"after {pieces} chunks; the reply is incomplete",
+                backend=self.name,
+            )
+        raise BackendUnavailable(
+            f"{self.name}: the stream from {self.base_url} ended without finishing "
+            f"(the prompt may exceed the model's context window; {context_size_advice(context)})",
+            backend=self.name,
+        )
 
     async def chat(self, context: ChatContext) -> Message:
         params = self._request(context)
@@ -191,7 +228,7 @@ class OpenAIBackend(BaseBackendProvider):
         try:
             completion = await client.chat.completions.create(**params)
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, params["model"])
+            self._raise(exc, params["model"], context=context)
         content = ""
         if completion.choices:
             reply = completion.choices[0].message
@@ -248,7 +285,14 @@ class OpenAIBackend(BaseBackendProvider):
             text = text.replace(self._key, "***")
         return text
 
-    def _raise(self, exc: Exception, model: object, *, pieces: int = 0) -> NoReturn:
+    def _raise(
+        self,
+        exc: Exception,
+        model: object,
+        *,
+        pieces: int = 0,
+        context: ChatContext | None = None,
+    ) -> NoReturn:
         """Re-raise a client error as the chatcore error the pipeline acts on."""
         model_name = str(model) if model else None
         if isinstance(exc, openai.APITimeoutError):
@@ -263,6 +307,7 @@ class OpenAIBackend(BaseBackendProvider):
                 model=model_name,
                 key_env=self._key_env,
                 retry_after=retry_after_seconds(exc.response.headers),
+                context=context,
             ) from exc
         if pieces:
             raise BackendUnavailable(

@@ -322,12 +322,28 @@ async def test_an_unknown_model_is_model_not_found(fake: FakeAnthropic, mode: st
 
 @both_modes
 async def test_a_bad_request_carries_the_apis_reason(fake: FakeAnthropic, mode: str) -> None:
-    fake.fail(400, message="messages.0.content: prompt is too long")
+    fake.fail(400, message="messages.0.content: Input should be a valid list")
     with trio.fail_after(5):
         async with open_backend(fake.url) as backend:
             with pytest.raises(
                 BackendBadRequest,
-                match=r"refused the request \(400: messages\.0\.content: prompt is too long\)$",
+                match=r"refused the request \(400: messages\.0\.content: Input should be a "
+                r"valid list\)$",
+            ):
+                await call(backend, mode, ask())
+
+
+@both_modes
+async def test_a_prompt_over_the_window_names_the_conversation_size_and_the_memory_plugin(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    fake.fail(400, message="prompt is too long: 210417 tokens > 200000 maximum")
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(
+                BackendBadRequest,
+                match=r"prompt is too long: 210417 tokens > 200000 maximum\); this conversation "
+                r"sends 1 message, about \d+ tokens: .*memory plugin",
             ):
                 await call(backend, mode, ask())
 

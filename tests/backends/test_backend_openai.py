@@ -385,6 +385,64 @@ async def test_an_error_event_mid_stream_is_unavailable_after_the_pieces_that_ca
     assert received == list(DEFAULT_REPLY_CHUNKS[:3])
 
 
+LONG_PROMPT = "tell me everything about the history of the whole wide world please"
+
+
+async def test_an_empty_stream_over_the_context_window_is_an_error_not_an_empty_reply(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    history = (Message.user("an earlier question"), Message.assistant("an earlier answer"))
+    context = ChatContext(conversation_id="c1", messages=(*history, Message.user(LONG_PROMPT)))
+    with pytest.raises(BackendUnavailable) as info:
+        await collect(backend, context)
+    text = str(info.value)
+    assert text.startswith(
+        f"openai: the stream from {fake.url}/v1 ended without finishing "
+        "(the prompt may exceed the model's context window"
+    )
+    assert "3 messages" in text and "tokens" in text and "memory plugin" in text
+    assert "\n" not in text
+
+
+async def test_the_same_client_answers_again_after_a_stream_that_ended_without_finishing(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    with pytest.raises(BackendUnavailable, match="ended without finishing"):
+        await collect(backend, ask(LONG_PROMPT))
+    assert await call(backend, "stream", ask()) == REPLY
+    assert await call(backend, "chat", ask()) == REPLY
+
+
+async def test_a_stream_cut_cleanly_after_some_text_is_incomplete(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.finish_stream = False
+    received: list[str] = []
+    with (
+        trio.fail_after(5),
+        pytest.raises(
+            BackendUnavailable,
+            match=r"ended without finishing after 6 chunks; the reply is incomplete",
+        ),
+    ):
+        async for chunk in backend.stream(ask()):
+            received.append(chunk.text)
+    assert "".join(received) == REPLY
+
+
+async def test_a_context_length_refusal_names_the_conversation_size_and_the_memory_plugin(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    with pytest.raises(BackendBadRequest) as info:
+        await call(backend, "chat", ask(LONG_PROMPT))
+    text = str(info.value)
+    assert "maximum context length is 5 tokens" in text
+    assert "1 message" in text and "tokens" in text and "memory plugin" in text
+
+
 async def test_no_model_anywhere_is_a_bad_request_naming_the_config_key(
     fake: FakeOpenAI, keyed: str
 ) -> None:
@@ -512,6 +570,21 @@ async def test_engine_send_and_stream_store_the_fakes_reply(
         ("assistant", REPLY),
         ("user", "again"),
     ]
+
+
+async def test_engine_stores_an_error_not_an_empty_complete_reply_over_the_context_window(
+    write_config: WriteConfig, fake: FakeOpenAI, keyed: str
+) -> None:
+    fake.context_window = 5
+    with trio.fail_after(10):
+        async with open_engine(engine_config(write_config, fake), backend="gpt") as engine:
+            conversation = engine.conversation()
+            with pytest.raises(BackendUnavailable, match="ended without finishing"):
+                await conversation.send(LONG_PROMPT)
+            stored = await conversation.messages()
+    assert stored[-1].role is Role.ASSISTANT
+    assert stored[-1].status is MessageStatus.ERROR
+    assert "context window" in stored[-1].metadata["error"]
 
 
 async def test_engine_send_with_a_wrong_key_raises_the_auth_error(

@@ -103,3 +103,24 @@ def test_backends_models_and_check_one_line_each(tmp_path: Path) -> None:
         ["ok", "echo"],
     ]
     assert f"cannot reach http://127.0.0.1:{dead_port}" in lines[1]
+
+
+def test_cli_ask_over_the_context_window_fails_with_one_line_instead_of_an_empty_reply(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAI() as server:
+        server.context_window = 3
+        config = tmp_path / "small.toml"
+        config.write_text(
+            f'[backends.llama]\nplugin = "openai"\nbase_url = "{server.url}/v1"\n'
+            'model = "gpt-4o-mini"\nmax_retries = 0\n'
+        )
+        result = run_cli(
+            "ask", "--config", str(config), "--backend", "llama", "one two three four", env={}
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "ended without finishing (the prompt may exceed the model's context window" in (
+        result.stderr
+    )

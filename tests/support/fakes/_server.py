@@ -9,6 +9,7 @@ delay, or a connection dropped after N streamed chunks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -70,6 +71,10 @@ class StreamResponse:
     content_type: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    close_after: bool = False
+    """After the body, keep the connection without ``Connection: close``, take the next
+    request sent on it and close without an answer: what a server does that gave up on
+    a request it had already answered 200 (llama.cpp's, over its context window)."""
 
 
 class FakeAPIServer:
@@ -282,5 +287,12 @@ def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            if response.close_after:
+                self.connection.settimeout(5)
+                with contextlib.suppress(OSError):
+                    self.rfile.readline()
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
 
     return Handler
