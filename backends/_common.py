@@ -38,6 +38,7 @@ __all__ = [
     "is_context_length_error",
     "missing_key_error",
     "retry_after_seconds",
+    "route_not_found",
     "status_error",
     "timeout_error",
 ]
@@ -153,6 +154,22 @@ def status_error(
             f"{backend}: {url} refused the request ({status}: {detail}){advice}", backend=backend
         )
     return BackendUnavailable(f"{backend}: {url} answered {status}: {detail}", backend=backend)
+
+
+def route_not_found(
+    backend: str, url: str, api: str, detail: str, advice: str
+) -> BackendUnavailable:
+    """A 404 for the route, not the model: ``base_url`` points beside the API.
+
+    ``advice`` says which ``base_url`` to try. Unavailable, as the ollama backend
+    reports a wrong host: every request there fails, so fallbacks take over.
+    """
+    detail = detail.strip() or "HTTP 404"
+    return BackendUnavailable(
+        f"{backend}: no {api} API at {url} (404: {detail}); check base_url in "
+        f"[backends.{backend}]: {advice}",
+        backend=backend,
+    )
 
 
 def connection_error(backend: str, url: str, reason: object, hint: str = "") -> BackendUnavailable:

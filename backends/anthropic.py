@@ -27,6 +27,7 @@ from ._common import (
     connection_error,
     missing_key_error,
     retry_after_seconds,
+    route_not_found,
     status_error,
     timeout_error,
 )
@@ -212,6 +213,7 @@ class AnthropicBackend(BaseBackendProvider):
         try:
             return [info.id async for info in client.models.list()]
         except Exception as exc:
+            # A model list has no model to miss: its 404 is always the route's.
             self._raise(exc, None)
 
     async def health(self) -> Mapping[str, Any]:
@@ -230,6 +232,12 @@ class AnthropicBackend(BaseBackendProvider):
             await client.close()
 
     # -- errors ----------------------------------------------------------------------------
+
+    def _base_url_advice(self) -> str:
+        url = self._url
+        if url.endswith("/v1"):
+            return f'the client adds /v1 itself, try "{url.removesuffix("/v1")}"'
+        return "it is the server's root: the client adds /v1/messages"
 
     def _raise(
         self,
@@ -265,6 +273,9 @@ class AnthropicBackend(BaseBackendProvider):
             if status < 400:
                 status = _STATUS_OF_ERROR_TYPE.get(str(exc.type), 500)
             detail = exc.api_message or (str(exc.type) if exc.type else "") or f"HTTP {status}"
+            # Anthropic's 404 for a model names it ("model: claude-x"); any other is the route's.
+            if status == 404 and not (model and model in detail):
+                return route_not_found(self.name, url, "Anthropic", detail, self._base_url_advice())
             return status_error(
                 status,
                 detail,

@@ -25,6 +25,7 @@ from ._common import (
     context_size_advice,
     missing_key_error,
     retry_after_seconds,
+    route_not_found,
     status_error,
     timeout_error,
 )
@@ -247,7 +248,8 @@ class OpenAIBackend(BaseBackendProvider):
         try:
             return [model.id async for model in client.models.list()]
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, self.config.get("model"))
+            # A model list has no model to miss: its 404 is always the route's.
+            self._raise(exc, None, route_only=True)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order, from ``/embeddings`` with the configured model.
@@ -285,6 +287,11 @@ class OpenAIBackend(BaseBackendProvider):
             text = text.replace(self._key, "***")
         return text
 
+    def _base_url_advice(self) -> str:
+        if not urlsplit(self.base_url).path.endswith("/v1"):
+            return f'try "{self.base_url}/v1"'
+        return "it should be the URL the server's docs give for its OpenAI-compatible API"
+
     def _raise(
         self,
         exc: Exception,
@@ -292,6 +299,7 @@ class OpenAIBackend(BaseBackendProvider):
         *,
         pieces: int = 0,
         context: ChatContext | None = None,
+        route_only: bool = False,
     ) -> NoReturn:
         """Re-raise a client error as the chatcore error the pipeline acts on."""
         model_name = str(model) if model else None
@@ -299,6 +307,14 @@ class OpenAIBackend(BaseBackendProvider):
             raise timeout_error(self.name, self.base_url, self.timeout_s) from exc
         if isinstance(exc, openai.APIStatusError):
             detail = _error_detail(exc)
+            if exc.status_code == 404 and (route_only or not _names_a_model(exc, model_name)):
+                raise route_not_found(
+                    self.name,
+                    self.base_url,
+                    "OpenAI-compatible",
+                    self._scrub(detail),
+                    self._base_url_advice(),
+                ) from exc
             raise status_error(
                 exc.status_code,
                 self._scrub(detail),
@@ -333,6 +349,14 @@ def _error_detail(exc: openai.APIStatusError) -> str:
     if isinstance(body, str) and body.strip():
         return body.strip()[:200]
     return exc.message
+
+
+def _names_a_model(exc: openai.APIStatusError, model: str | None) -> bool:
+    """Whether a 404 is the model's: OpenAI's code says so, other servers name the model."""
+    body = exc.body
+    if isinstance(body, dict) and body.get("code") == "model_not_found":
+        return True
+    return bool(model) and str(model) in _error_detail(exc)
 
 
 def _reason(exc: BaseException) -> str:

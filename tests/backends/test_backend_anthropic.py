@@ -455,6 +455,31 @@ async def test_an_error_event_inside_the_stream_is_mapped_by_its_type(
     assert received == fake.reply_chunks[:1]
 
 
+@both_modes
+async def test_a_base_url_ending_in_v1_is_a_wrong_address_not_an_unknown_model(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    with trio.fail_after(5):
+        async with open_backend(f"{fake.url}/v1") as backend:
+            with pytest.raises(BackendUnavailable) as caught:
+                await call(backend, mode, ask())
+    assert not isinstance(caught.value, ModelNotFound)
+    assert str(caught.value) == (
+        f"claude: no Anthropic API at {fake.url}/v1 (404: Not Found); check base_url in "
+        f'[backends.claude]: the client adds /v1 itself, try "{fake.url}"'
+    )
+
+
+async def test_listing_models_at_a_wrong_address_names_the_address_not_a_model(
+    fake: FakeAnthropic,
+) -> None:
+    with trio.fail_after(5):
+        async with open_backend(f"{fake.url}/v1") as backend:
+            with pytest.raises(BackendUnavailable, match=r"no Anthropic API at .*try ") as caught:
+                await backend.list_models()
+    assert "None" not in str(caught.value)
+
+
 # -- models and health ------------------------------------------------------------------------
 
 

@@ -455,6 +455,44 @@ async def test_no_model_anywhere_is_a_bad_request_naming_the_config_key(
     assert fake.requests == []
 
 
+@BOTH
+async def test_a_base_url_without_v1_is_a_wrong_address_not_an_unknown_model(
+    fake: FakeOpenAI, keyed: str, how: str
+) -> None:
+    backend = await start_backend(base_url=fake.url)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await call(backend, how, ask())
+    finally:
+        await backend.aclose()
+    assert not isinstance(info.value, ModelNotFound)
+    assert str(info.value) == (
+        f"openai: no OpenAI-compatible API at {fake.url} (404: Invalid URL "
+        f'(POST /chat/completions)); check base_url in [backends.openai]: try "{fake.url}/v1"'
+    )
+
+
+async def test_listing_models_at_a_wrong_address_names_the_address_not_a_model(
+    fake: FakeOpenAI, keyed: str
+) -> None:
+    backend = await start_backend(base_url=fake.url)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"no OpenAI-compatible API at .*try ") as info:
+            await backend.list_models()
+    finally:
+        await backend.aclose()
+    assert "model" not in str(info.value).replace("/models", "")
+
+
+async def test_a_server_whose_404_names_the_model_is_model_not_found(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    # vLLM and Ollama's compatible API send no code, only a message naming the model.
+    fake.fail(404, message="The model `gpt-4o-mini` does not exist.")
+    with pytest.raises(ModelNotFound, match=r"model 'gpt-4o-mini' not found"):
+        await collect(backend, ask())
+
+
 # -- models, embeddings, health ----------------------------------------------------------
 
 

@@ -124,3 +124,22 @@ def test_cli_ask_over_the_context_window_fails_with_one_line_instead_of_an_empty
     assert "ended without finishing (the prompt may exceed the model's context window" in (
         result.stderr
     )
+
+
+def test_cli_backends_models_at_a_base_url_without_v1_says_which_base_url_to_try(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAI() as server:
+        config = tmp_path / "nov1.toml"
+        config.write_text(
+            f'[backends.local]\nplugin = "openai"\nbase_url = "{server.url}"\n'
+            'model = "gpt-4o-mini"\nmax_retries = 0\n'
+        )
+        env = {"CHATCORE_BACKEND": "local"}
+        ask = run_cli("ask", "--config", str(config), "hi", env=env)
+        models = run_cli("backends", "models", "local", "--config", str(config), env=env)
+    for result in (ask, models):
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert f'try "{server.url}/v1"' in result.stderr
+        assert "not found" not in result.stderr and "None" not in result.stderr
