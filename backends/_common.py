@@ -37,14 +37,25 @@ __all__ = [
     "context_size_advice",
     "is_context_length_error",
     "missing_key_error",
+    "one_line",
     "retry_after_seconds",
     "route_not_found",
+    "stalled_error",
     "status_error",
     "timeout_error",
 ]
 
 DEFAULT_MAX_TOKENS = 1024
 """Used where an API requires max_tokens (Anthropic) and none is configured."""
+
+
+def one_line(text: object) -> str:
+    """A server's text on one line: its line breaks and runs of blanks become one space.
+
+    Error messages are one line (a log line, the CLI's ``error:`` line); LiteLLM's
+    429 and pydantic's validation errors come in several.
+    """
+    return " ".join(str(text).split())
 
 
 def api_key_from(config: Mapping[str, Any], default_env: str) -> tuple[str | None, str]:
@@ -128,7 +139,7 @@ def status_error(
     ``context`` is the request's, when there was one: a refusal for the context
     window then says how big the conversation is.
     """
-    detail = detail.strip() or f"HTTP {status}"
+    detail = one_line(detail) or f"HTTP {status}"
     if status in (401, 403):
         hint = f": check ${key_env}" if key_env else ""
         return BackendAuthError(
@@ -164,7 +175,7 @@ def route_not_found(
     ``advice`` says which ``base_url`` to try. Unavailable, as the ollama backend
     reports a wrong host: every request there fails, so fallbacks take over.
     """
-    detail = detail.strip() or "HTTP 404"
+    detail = one_line(detail) or "HTTP 404"
     return BackendUnavailable(
         f"{backend}: no {api} API at {url} (404: {detail}); check base_url in "
         f"[backends.{backend}]: {advice}",
@@ -174,12 +185,23 @@ def route_not_found(
 
 def connection_error(backend: str, url: str, reason: object, hint: str = "") -> BackendUnavailable:
     tail = f"; {hint}" if hint else ""
-    return BackendUnavailable(f"{backend}: cannot reach {url} ({reason}){tail}", backend=backend)
+    return BackendUnavailable(
+        f"{backend}: cannot reach {url} ({one_line(reason)}){tail}", backend=backend
+    )
 
 
 def timeout_error(backend: str, url: str, timeout_s: float) -> BackendTimeout:
     return BackendTimeout(
         f"{backend}: no answer from {url} within {timeout_s:g} s "
         f"(timeout_seconds in [backends.{backend}])",
+        backend=backend,
+    )
+
+
+def stalled_error(backend: str, url: str, chunks: int, timeout_s: float) -> BackendTimeout:
+    """A stream that went quiet after ``chunks`` pieces: the server answered, then stalled."""
+    return BackendTimeout(
+        f"{backend}: the stream from {url} stalled after {chunks} chunks (nothing more "
+        f"within {timeout_s:g} s; timeout_seconds in [backends.{backend}])",
         backend=backend,
     )

@@ -26,8 +26,10 @@ from ._common import (
     api_key_from,
     connection_error,
     missing_key_error,
+    one_line,
     retry_after_seconds,
     route_not_found,
+    stalled_error,
     status_error,
     timeout_error,
 )
@@ -267,6 +269,8 @@ class AnthropicBackend(BaseBackendProvider):
     ) -> BackendError | None:
         url = self._url
         if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            if streamed:
+                return stalled_error(self.name, url, streamed, self._timeout_s)
             return timeout_error(self.name, url, self._timeout_s)
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
@@ -294,14 +298,14 @@ class AnthropicBackend(BaseBackendProvider):
             cause = (exc.__cause__ or exc) if isinstance(exc, anthropic.APIConnectionError) else exc
             return BackendUnavailable(
                 f"{self.name}: the stream from {url} was cut after {streamed} chunks "
-                f"({cause or type(cause).__name__}); the reply is incomplete",
+                f"({one_line(cause) or type(cause).__name__}); the reply is incomplete",
                 backend=self.name,
             )
         if isinstance(exc, anthropic.APIConnectionError):
             return connection_error(self.name, url, exc.__cause__ or exc.message)
         if isinstance(exc, anthropic.AnthropicError | httpx2.HTTPError):
             return BackendUnavailable(
-                f"{self.name}: unusable answer from {url}: {exc}", backend=self.name
+                f"{self.name}: unusable answer from {url}: {one_line(exc)}", backend=self.name
             )
         return None
 

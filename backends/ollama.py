@@ -25,7 +25,14 @@ from chatcore.errors import BackendBadRequest, BackendError, BackendUnavailable,
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
 from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
-from ._common import connection_error, retry_after_seconds, status_error, timeout_error
+from ._common import (
+    connection_error,
+    one_line,
+    retry_after_seconds,
+    stalled_error,
+    status_error,
+    timeout_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -253,13 +260,13 @@ class OllamaBackend(BaseBackendProvider):
                 # An {"error": ...} line inside a 200 stream: the runner failed mid-reply.
                 return BackendUnavailable(
                     f"{self.name}: Ollama at {self.url} stopped the reply after {chunks} "
-                    f"chunks: {exc.error}",
+                    f"chunks: {one_line(exc.error)}",
                     backend=self.name,
                 )
             if exc.status_code == 404 and "model" not in str(exc.error).lower():
                 # Ollama's own 404s name the model; any other 404 means a wrong address.
                 return BackendUnavailable(
-                    f"{self.name}: no Ollama API at {self.url} (404: {exc.error}); "
+                    f"{self.name}: no Ollama API at {self.url} (404: {one_line(exc.error)}); "
                     f"check host in [backends.{self.name}]",
                     backend=self.name,
                 )
@@ -275,6 +282,8 @@ class OllamaBackend(BaseBackendProvider):
                 context=context,
             )
         if isinstance(exc, httpx.TimeoutException):
+            if chunks:
+                return stalled_error(self.name, self.url, chunks, self.timeout_s)
             return timeout_error(self.name, self.url, self.timeout_s)
         if isinstance(exc, httpx.TransportError | ConnectionError):
             if chunks:
@@ -329,8 +338,7 @@ def _has_model(models: list[str], name: str) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

@@ -24,8 +24,10 @@ from ._common import (
     connection_error,
     context_size_advice,
     missing_key_error,
+    one_line,
     retry_after_seconds,
     route_not_found,
+    stalled_error,
     status_error,
     timeout_error,
 )
@@ -304,6 +306,8 @@ class OpenAIBackend(BaseBackendProvider):
         """Re-raise a client error as the chatcore error the pipeline acts on."""
         model_name = str(model) if model else None
         if isinstance(exc, openai.APITimeoutError):
+            if pieces:
+                raise stalled_error(self.name, self.base_url, pieces, self.timeout_s) from exc
             raise timeout_error(self.name, self.base_url, self.timeout_s) from exc
         if isinstance(exc, openai.APIStatusError):
             detail = _error_detail(exc)
@@ -362,4 +366,4 @@ def _names_a_model(exc: openai.APIStatusError, model: str | None) -> bool:
 def _reason(exc: BaseException) -> str:
     # The client's own message ("Connection error.") hides the transport's reason.
     cause = exc.__cause__
-    return str(cause) if cause is not None and str(cause) else str(exc)
+    return one_line(cause if cause is not None and str(cause) else exc)

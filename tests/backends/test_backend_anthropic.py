@@ -405,6 +405,35 @@ async def test_a_hung_server_times_out(fake: FakeAnthropic, mode: str) -> None:
     assert time.monotonic() - started < 1.5
 
 
+async def test_a_stream_that_stalls_after_text_says_so(fake: FakeAnthropic) -> None:
+    fake.stall_after(FakeAnthropic.PREAMBLE_EVENTS + 2)
+    received: list[str] = []
+    with trio.fail_after(5):
+        async with open_backend(fake.url, timeout_seconds=0.5) as backend:
+            with pytest.raises(
+                BackendTimeout,
+                match=r"^claude: the stream from http://127\.0\.0\.1:\d+ stalled after 2 chunks "
+                r"\(nothing more within 0\.5 s; timeout_seconds in \[backends\.claude\]\)$",
+            ):
+                async for chunk in backend.stream(ask()):
+                    received.append(chunk.text)
+    assert received == fake.reply_chunks[:2]
+
+
+@both_modes
+async def test_an_error_text_with_line_breaks_becomes_one_line(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    fake.fail(400, message="messages.0.content:\n  Input should be a valid list\n")
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(
+                BackendBadRequest,
+                match=r"\(400: messages\.0\.content: Input should be a valid list\)$",
+            ):
+                await call(backend, mode, ask())
+
+
 async def test_a_stream_cut_after_two_chunks_keeps_them_and_then_fails(
     fake: FakeAnthropic,
 ) -> None:

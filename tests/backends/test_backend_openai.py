@@ -374,6 +374,44 @@ async def test_a_connection_cut_mid_stream_is_unavailable_after_the_pieces_that_
     assert received == list(DEFAULT_REPLY_CHUNKS[:2])
 
 
+@BOTH
+async def test_litellms_rate_limit_text_with_line_breaks_becomes_one_line(
+    fake: FakeOpenAI, backend: OpenAIBackend, how: str
+) -> None:
+    fake.fail(
+        429,
+        message="litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached\n"
+        "Received Model Group=gpt-4o-mini\nAvailable Model Group Fallbacks=None",
+    )
+    with pytest.raises(BackendRateLimited) as info:
+        await call(backend, how, ask())
+    assert str(info.value) == (
+        f"openai: rate limited by {fake.url}/v1 (litellm.RateLimitError: RateLimitError: "
+        "OpenAIException - Rate limit reached Received Model Group=gpt-4o-mini "
+        "Available Model Group Fallbacks=None)"
+    )
+
+
+async def test_a_stream_that_stalls_after_text_says_so(fake: FakeOpenAI, keyed: str) -> None:
+    backend = await start_backend(base_url=f"{fake.url}/v1", timeout_seconds=0.5)
+    fake.stall_after(2)
+    received: list[str] = []
+    try:
+        with (
+            trio.fail_after(5),
+            pytest.raises(
+                BackendTimeout,
+                match=rf"^openai: the stream from {fake.url}/v1 stalled after 2 chunks "
+                r"\(nothing more within 0\.5 s; timeout_seconds in \[backends\.openai\]\)$",
+            ),
+        ):
+            async for chunk in backend.stream(ask()):
+                received.append(chunk.text)
+    finally:
+        await backend.aclose()
+    assert received == list(DEFAULT_REPLY_CHUNKS[:2])
+
+
 async def test_an_error_event_mid_stream_is_unavailable_after_the_pieces_that_came(
     fake: FakeOpenAI, backend: OpenAIBackend
 ) -> None:
