@@ -26,13 +26,14 @@ from chatcore.errors import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Mapping, Sequence
 
     from chatcore.messages import ChatContext
 
 __all__ = [
     "DEFAULT_MAX_TOKENS",
     "api_key_from",
+    "checked_embeddings",
     "connection_error",
     "context_size_advice",
     "is_context_length_error",
@@ -205,3 +206,43 @@ def stalled_error(backend: str, url: str, chunks: int, timeout_s: float) -> Back
         f"within {timeout_s:g} s; timeout_seconds in [backends.{backend}])",
         backend=backend,
     )
+
+
+def checked_embeddings(
+    vectors: Sequence[Any], texts: Sequence[str], *, backend: str, url: str, model: str, key: str
+) -> list[list[float]]:
+    """The vectors as floats, once they are one flat vector per text, all of one length.
+
+    A server that runs its model without pooling (llama.cpp's, by default for some
+    models) answers each text with one vector per token; ``key`` names the config key
+    of the embedding model, for the message.
+    """
+
+    def wrong(problem: str) -> BackendError:
+        return BackendError(
+            f"{backend}: the embedding model {model!r} at {url} returned {problem}",
+            backend=backend,
+        )
+
+    if len(vectors) != len(texts):
+        raise wrong(f"{len(vectors)} vectors for {len(texts)} texts")
+    result: list[list[float]] = []
+    for number, vector in enumerate(vectors, 1):
+        if isinstance(vector, list | tuple) and vector and isinstance(vector[0], list | tuple):
+            raise wrong(
+                f"one vector per token ({len(vector)} vectors for text {number}), not one per "
+                f"text: it runs without pooling; set {key} in [backends.{backend}] to an "
+                "embedding model, or start llama.cpp's server with --pooling mean"
+            )
+        if not isinstance(vector, list | tuple) or not vector:
+            raise wrong(f"no vector for text {number} ({one_line(repr(vector))[:80]})")
+        try:
+            floats = [float(x) for x in vector]
+        except (TypeError, ValueError):
+            raise wrong(f"a vector of something other than numbers for text {number}") from None
+        if result and len(floats) != len(result[0]):
+            raise wrong(
+                f"vectors of different lengths ({len(result[0])} and {len(floats)} numbers)"
+            )
+        result.append(floats)
+    return result

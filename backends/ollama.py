@@ -26,6 +26,7 @@ from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
 from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import (
+    checked_embeddings,
     connection_error,
     one_line,
     retry_after_seconds,
@@ -182,7 +183,14 @@ class OllamaBackend(BaseBackendProvider):
             )
         except _CLIENT_ERRORS as exc:
             raise self._error(exc, model=model) from exc
-        return [[float(x) for x in vector] for vector in response.embeddings]
+        return checked_embeddings(
+            response.embeddings,
+            texts,
+            backend=self.name,
+            url=self.url,
+            model=model,
+            key="embed_model",
+        )
 
     async def health(self) -> Mapping[str, Any]:
         """Asks for the model list; never raises."""

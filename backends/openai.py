@@ -21,6 +21,7 @@ from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import (
     api_key_from,
+    checked_embeddings,
     connection_error,
     context_size_advice,
     missing_key_error,
@@ -268,7 +269,14 @@ class OpenAIBackend(BaseBackendProvider):
         except _CLIENT_ERRORS as exc:
             self._raise(exc, model)
         ordered = sorted(result.data, key=lambda item: item.index)
-        return [list(item.embedding) for item in ordered]
+        return checked_embeddings(
+            [item.embedding for item in ordered],
+            texts,
+            backend=self.name,
+            url=self.base_url,
+            model=model,
+            key="embedding_model",
+        )
 
     async def health(self) -> Mapping[str, Any]:
         try:

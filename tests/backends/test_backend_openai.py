@@ -559,6 +559,26 @@ async def test_embed_returns_one_vector_per_text_in_order(fake: FakeOpenAI, keye
     }
 
 
+async def test_one_vector_per_token_is_refused_naming_the_missing_pooling(
+    fake: FakeOpenAI, keyed: str
+) -> None:
+    fake.pooling = False
+    backend = await start_backend(base_url=f"{fake.url}/v1", embedding_model="nomic-embed")
+    fake.models = (*fake.models, "nomic-embed")
+    try:
+        with trio.fail_after(5), pytest.raises(BackendError) as info:
+            await backend.embed(["three word text", "one"])
+    finally:
+        await backend.aclose()
+    assert not info.value.retryable
+    assert str(info.value) == (
+        f"openai: the embedding model 'nomic-embed' at {fake.url}/v1 returned one vector "
+        "per token (3 vectors for text 1), not one per text: it runs without "
+        "pooling; set embedding_model in [backends.openai] to an embedding model, or start "
+        "llama.cpp's server with --pooling mean"
+    )
+
+
 async def test_embed_with_an_unknown_model_is_model_not_found(fake: FakeOpenAI, keyed: str) -> None:
     backend = await start_backend(base_url=f"{fake.url}/v1", embedding_model="text-embedding-nope")
     try:

@@ -143,3 +143,29 @@ def test_cli_backends_models_at_a_base_url_without_v1_says_which_base_url_to_try
         assert len(result.stderr.strip().splitlines()) == 1
         assert f'try "{server.url}/v1"' in result.stderr
         assert "not found" not in result.stderr and "None" not in result.stderr
+
+
+def test_cli_rag_with_an_embedding_model_without_pooling_warns_and_falls_back_to_bm25(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.txt").write_text("Refunds are paid within fourteen days of a return.")
+    with FakeOpenAI() as server:
+        server.pooling = False
+        config = tmp_path / "rag.toml"
+        config.write_text(
+            f'[backends.llama]\nplugin = "openai"\nbase_url = "{server.url}/v1"\n'
+            'model = "gpt-4o-mini"\nembedding_model = "text-embedding-3-small"\n'
+            '[[plugins]]\nplugin = "rag"\n[plugins.config]\nembed_backend = "llama"\n'
+        )
+        env = {"CHATCORE_BACKEND": "llama"}
+        add = run_cli("--config", str(config), "rag", "add", str(docs), env=env)
+        search = run_cli("--config", str(config), "rag", "search", "refunds", env=env)
+    for result in (add, search):
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+        assert len(warnings) == 1
+        assert "one vector per token" in warnings[0] and "--pooling mean" in warnings[0]
+    assert "refunds.txt" in search.stdout

@@ -59,7 +59,9 @@ class FakeOpenAI(FakeAPIServer):
     set, any other bearer token gets 401), ``leading_role_chunk`` (start the
     stream with an empty-content role delta as api.openai.com does),
     ``stream_error`` (``(after_n_pieces, message)``: an error event mid-stream),
-    ``embedding_dims``, ``finish_stream`` (False ends a stream cleanly after the
+    ``embedding_dims``, ``pooling`` (False answers each text with one vector per
+    word, as llama.cpp's server does for a model it runs without pooling),
+    ``finish_stream`` (False ends a stream cleanly after the
     pieces, with no ``finish_reason``, usage or ``[DONE]``), ``context_window``
     (tokens, counted as words of the messages: a longer prompt gets 400 unstreamed
     and, streamed, a 200 whose body holds only llama.cpp's ``error:`` line, which no
@@ -89,6 +91,7 @@ class FakeOpenAI(FakeAPIServer):
         self.embedding_dims = embedding_dims
         self.context_window: int | None = None
         self.finish_stream = True
+        self.pooling = True
         self._ids = itertools.count(1)
 
     def __enter__(self) -> FakeOpenAI:
@@ -278,7 +281,9 @@ class FakeOpenAI(FakeAPIServer):
         for index, text in enumerate(texts):
             vector = self.embedding_for(str(text))
             encoded: Any = vector
-            if as_base64:
+            if not self.pooling:
+                encoded = [self.embedding_for(word) for word in str(text).split() or [""]]
+            elif as_base64:
                 encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(str(t).split()) for t in texts)
