@@ -203,11 +203,11 @@ class OpenAIBackend(BaseBackendProvider):
                         yield Chunk(text=text, index=index)
                         index += 1
         if not finished:
-            await self._unfinished(index, context)
+            raise self._unfinished(index, context)
         yield Chunk(text="", index=index, done=True, usage=usage, model=model)
 
-    async def _unfinished(self, pieces: int, context: ChatContext) -> NoReturn:
-        """A stream that ended with no ``finish_reason``: the server gave up on the request.
+    def _unfinished(self, pieces: int, context: ChatContext) -> BackendUnavailable:
+        """The error for a stream that ended with no ``finish_reason``: the server gave up.
 
         llama.cpp's server, over its context window, answers 200 with nothing the
         client can read and then drops the connection; the pool is rebuilt so the
@@ -215,12 +215,12 @@ class OpenAIBackend(BaseBackendProvider):
         """
         self._retire_client()
         if pieces:
-            raise BackendUnavailable(
+            return BackendUnavailable(
                 f"{self.name}: the stream from {self.base_url} ended without finishing "
                 f"after {pieces} chunks; the reply is incomplete",
                 backend=self.name,
             )
-        raise BackendUnavailable(
+        return BackendUnavailable(
             f"{self.name}: the stream from {self.base_url} ended without finishing "
             f"(the prompt may exceed the model's context window; {context_size_advice(context)})",
             backend=self.name,
