@@ -26,7 +26,10 @@ from ._common import (
     api_key_from,
     connection_error,
     missing_key_error,
+    one_line,
     retry_after_seconds,
+    route_not_found,
+    stalled_error,
     status_error,
     timeout_error,
 )
@@ -151,7 +154,7 @@ class AnthropicBackend(BaseBackendProvider):
                 stream=True,
             )
         except Exception as exc:
-            self._raise(exc, model)
+            self._raise(exc, model, context=context)
         try:
             async with events:
                 async for event in events:
@@ -170,7 +173,7 @@ class AnthropicBackend(BaseBackendProvider):
                     elif event.type == "message_stop":
                         finished = True
         except Exception as exc:
-            self._raise(exc, model, streamed=index)
+            self._raise(exc, model, streamed=index, context=context)
         if not finished:
             raise BackendUnavailable(
                 f"{self.name}: the stream from {self._url} ended before message_stop "
@@ -197,7 +200,7 @@ class AnthropicBackend(BaseBackendProvider):
                 system=request.system if request.system is not None else anthropic.omit,
             )
         except Exception as exc:
-            self._raise(exc, request.model)
+            self._raise(exc, request.model, context=context)
         text = "".join(block.text for block in reply.content if block.type == "text")
         return Message(
             role=Role.ASSISTANT,
@@ -212,6 +215,7 @@ class AnthropicBackend(BaseBackendProvider):
         try:
             return [info.id async for info in client.models.list()]
         except Exception as exc:
+            # A model list has no model to miss: its 404 is always the route's.
             self._raise(exc, None)
 
     async def health(self) -> Mapping[str, Any]:
@@ -231,28 +235,51 @@ class AnthropicBackend(BaseBackendProvider):
 
     # -- errors ----------------------------------------------------------------------------
 
-    def _raise(self, exc: Exception, model: str | None, *, streamed: int | None = None) -> NoReturn:
+    def _base_url_advice(self) -> str:
+        url = self._url
+        if url.endswith("/v1"):
+            return f'the client adds /v1 itself, try "{url.removesuffix("/v1")}"'
+        return "it is the server's root: the client adds /v1/messages"
+
+    def _raise(
+        self,
+        exc: Exception,
+        model: str | None,
+        *,
+        streamed: int | None = None,
+        context: ChatContext | None = None,
+    ) -> NoReturn:
         """Raise the chatcore error for a client exception; anything unforeseen as it is.
 
         ``streamed`` is how many chunks had arrived when a stream broke, None before
         the answer began.
         """
-        mapped = self._error(exc, model, streamed=streamed)
+        mapped = self._error(exc, model, streamed=streamed, context=context)
         if mapped is None:
             raise exc
         raise mapped from exc
 
     def _error(
-        self, exc: Exception, model: str | None, *, streamed: int | None
+        self,
+        exc: Exception,
+        model: str | None,
+        *,
+        streamed: int | None,
+        context: ChatContext | None = None,
     ) -> BackendError | None:
         url = self._url
         if isinstance(exc, anthropic.APITimeoutError | httpx2.TimeoutException):
+            if streamed:
+                return stalled_error(self.name, url, streamed, self._timeout_s)
             return timeout_error(self.name, url, self._timeout_s)
         if isinstance(exc, anthropic.APIStatusError):
             status = exc.status_code
             if status < 400:
                 status = _STATUS_OF_ERROR_TYPE.get(str(exc.type), 500)
             detail = exc.api_message or (str(exc.type) if exc.type else "") or f"HTTP {status}"
+            # Anthropic's 404 for a model names it ("model: claude-x"); any other is the route's.
+            if status == 404 and not (model and model in detail):
+                return route_not_found(self.name, url, "Anthropic", detail, self._base_url_advice())
             return status_error(
                 status,
                 detail,
@@ -261,6 +288,7 @@ class AnthropicBackend(BaseBackendProvider):
                 model=model,
                 key_env=self._key_env,
                 retry_after=retry_after_seconds(exc.response.headers),
+                context=context,
             )
         if streamed is not None and isinstance(
             exc, anthropic.APIConnectionError | httpx2.TransportError
@@ -270,14 +298,14 @@ class AnthropicBackend(BaseBackendProvider):
             cause = (exc.__cause__ or exc) if isinstance(exc, anthropic.APIConnectionError) else exc
             return BackendUnavailable(
                 f"{self.name}: the stream from {url} was cut after {streamed} chunks "
-                f"({cause or type(cause).__name__}); the reply is incomplete",
+                f"({one_line(cause) or type(cause).__name__}); the reply is incomplete",
                 backend=self.name,
             )
         if isinstance(exc, anthropic.APIConnectionError):
             return connection_error(self.name, url, exc.__cause__ or exc.message)
         if isinstance(exc, anthropic.AnthropicError | httpx2.HTTPError):
             return BackendUnavailable(
-                f"{self.name}: unusable answer from {url}: {exc}", backend=self.name
+                f"{self.name}: unusable answer from {url}: {one_line(exc)}", backend=self.name
             )
         return None
 

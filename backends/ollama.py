@@ -25,7 +25,15 @@ from chatcore.errors import BackendBadRequest, BackendError, BackendUnavailable,
 from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
 from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
-from ._common import connection_error, retry_after_seconds, status_error, timeout_error
+from ._common import (
+    checked_embeddings,
+    connection_error,
+    one_line,
+    retry_after_seconds,
+    stalled_error,
+    status_error,
+    timeout_error,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -118,7 +126,7 @@ class OllamaBackend(BaseBackendProvider):
                     yield Chunk(text=text, index=index)
                     index += 1
         except _CLIENT_ERRORS as exc:
-            raise self._error(exc, model=model, chunks=index) from exc
+            raise self._error(exc, model=model, chunks=index, context=context) from exc
         finally:
             # Close the client's generator now, so its connection goes back to
             # the pool even when our consumer stopped early.
@@ -141,7 +149,7 @@ class OllamaBackend(BaseBackendProvider):
         try:
             response = await client.chat(**request, stream=False)
         except _CLIENT_ERRORS as exc:
-            raise self._error(exc, model=model) from exc
+            raise self._error(exc, model=model, context=context) from exc
         return Message(
             role=Role.ASSISTANT,
             content=response.message.content or "",
@@ -175,7 +183,14 @@ class OllamaBackend(BaseBackendProvider):
             )
         except _CLIENT_ERRORS as exc:
             raise self._error(exc, model=model) from exc
-        return [[float(x) for x in vector] for vector in response.embeddings]
+        return checked_embeddings(
+            response.embeddings,
+            texts,
+            backend=self.name,
+            url=self.url,
+            model=model,
+            key="embed_model",
+        )
 
     async def health(self) -> Mapping[str, Any]:
         """Asks for the model list; never raises."""
@@ -239,20 +254,27 @@ class OllamaBackend(BaseBackendProvider):
             backend=self.name,
         )
 
-    def _error(self, exc: Exception, *, model: str | None, chunks: int = 0) -> BackendError:
+    def _error(
+        self,
+        exc: Exception,
+        *,
+        model: str | None,
+        chunks: int = 0,
+        context: ChatContext | None = None,
+    ) -> BackendError:
         """Turn whatever the client raised into the chatcore error a person can act on."""
         if isinstance(exc, ollama.ResponseError):
             if exc.status_code < 0:
                 # An {"error": ...} line inside a 200 stream: the runner failed mid-reply.
                 return BackendUnavailable(
                     f"{self.name}: Ollama at {self.url} stopped the reply after {chunks} "
-                    f"chunks: {exc.error}",
+                    f"chunks: {one_line(exc.error)}",
                     backend=self.name,
                 )
             if exc.status_code == 404 and "model" not in str(exc.error).lower():
                 # Ollama's own 404s name the model; any other 404 means a wrong address.
                 return BackendUnavailable(
-                    f"{self.name}: no Ollama API at {self.url} (404: {exc.error}); "
+                    f"{self.name}: no Ollama API at {self.url} (404: {one_line(exc.error)}); "
                     f"check host in [backends.{self.name}]",
                     backend=self.name,
                 )
@@ -265,8 +287,11 @@ class OllamaBackend(BaseBackendProvider):
                 model=model,
                 key_env=KEY_ENV,
                 retry_after=retry_after_seconds(dict(headers) if headers else None),
+                context=context,
             )
         if isinstance(exc, httpx.TimeoutException):
+            if chunks:
+                return stalled_error(self.name, self.url, chunks, self.timeout_s)
             return timeout_error(self.name, self.url, self.timeout_s)
         if isinstance(exc, httpx.TransportError | ConnectionError):
             if chunks:
@@ -321,8 +346,7 @@ def _has_model(models: list[str], name: str) -> bool:
 
 
 def _reason(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text or type(exc).__name__
+    return one_line(exc) or type(exc).__name__
 
 
 def _causes(exc: BaseException) -> Iterator[BaseException]:

@@ -21,9 +21,14 @@ from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import (
     api_key_from,
+    checked_embeddings,
     connection_error,
+    context_size_advice,
     missing_key_error,
+    one_line,
     retry_after_seconds,
+    route_not_found,
+    stalled_error,
     status_error,
     timeout_error,
 )
@@ -76,6 +81,7 @@ class OpenAIBackend(BaseBackendProvider):
     def __init__(self) -> None:
         super().__init__()
         self._client: openai.AsyncOpenAI | None = None
+        self._retired: list[openai.AsyncOpenAI] = []
         self._key: str | None = None
         self._key_env = KEY_ENV
         self.base_url = DEFAULT_BASE_URL
@@ -108,9 +114,19 @@ class OpenAIBackend(BaseBackendProvider):
         )
         return self._client
 
+    def _retire_client(self) -> None:
+        """Build a new client (and pool) for the next request; the old one closes at aclose.
+
+        Not closed now: other streams of this backend may still be reading from it.
+        """
+        if self._client is not None:
+            self._retired.append(self._client)
+            self._client = None
+
     async def aclose(self) -> None:
-        client, self._client = self._client, None
-        if client is not None:
+        self._retire_client()
+        clients, self._retired = self._retired, []
+        for client in clients:
             await client.close()
 
     # -- requests ------------------------------------------------------------------------
@@ -159,12 +175,13 @@ class OpenAIBackend(BaseBackendProvider):
         model: str = params["model"]
         usage: Usage | None = None
         index = 0
+        finished = False
         try:
             response = await client.chat.completions.create(
                 **params, stream=True, stream_options={"include_usage": True}
             )
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, model)
+            self._raise(exc, model, context=context)
         async with response:
             while True:
                 # Only the client's calls are guarded: whatever the consumer throws
@@ -174,16 +191,40 @@ class OpenAIBackend(BaseBackendProvider):
                 except StopAsyncIteration:
                     break
                 except _CLIENT_ERRORS as exc:
-                    self._raise(exc, params["model"], pieces=index)
+                    self._raise(exc, params["model"], pieces=index, context=context)
                 model = event.model or model
                 if event.usage is not None:
                     usage = Usage(event.usage.prompt_tokens, event.usage.completion_tokens)
                 for choice in event.choices:
+                    if choice.index == 0 and choice.finish_reason is not None:
+                        finished = True
                     text = choice.delta.content or choice.delta.refusal
                     if choice.index == 0 and text:
                         yield Chunk(text=text, index=index)
                         index += 1
+        if not finished:
+            raise self._unfinished(index, context)
         yield Chunk(text="", index=index, done=True, usage=usage, model=model)
+
+    def _unfinished(self, pieces: int, context: ChatContext) -> BackendUnavailable:
+        """The error for a stream that ended with no ``finish_reason``: the server gave up.
+
+        llama.cpp's server, over its context window, answers 200 with nothing the
+        client can read and then drops the connection; the pool is rebuilt so the
+        next request does not go out on it.
+        """
+        self._retire_client()
+        if pieces:
+            return BackendUnavailable(
+                f"{self.name}: the stream from {self.base_url} ended without finishing "
+                f"after {pieces} chunks; the reply is incomplete",
+                backend=self.name,
+            )
+        return BackendUnavailable(
+            f"{self.name}: the stream from {self.base_url} ended without finishing "
+            f"(the prompt may exceed the model's context window; {context_size_advice(context)})",
+            backend=self.name,
+        )
 
     async def chat(self, context: ChatContext) -> Message:
         params = self._request(context)
@@ -191,7 +232,7 @@ class OpenAIBackend(BaseBackendProvider):
         try:
             completion = await client.chat.completions.create(**params)
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, params["model"])
+            self._raise(exc, params["model"], context=context)
         content = ""
         if completion.choices:
             reply = completion.choices[0].message
@@ -210,7 +251,8 @@ class OpenAIBackend(BaseBackendProvider):
         try:
             return [model.id async for model in client.models.list()]
         except _CLIENT_ERRORS as exc:
-            self._raise(exc, self.config.get("model"))
+            # A model list has no model to miss: its 404 is always the route's.
+            self._raise(exc, None, route_only=True)
 
     async def embed(self, texts: list[str]) -> list[list[float]]:
         """One vector per text, in order, from ``/embeddings`` with the configured model.
@@ -227,7 +269,14 @@ class OpenAIBackend(BaseBackendProvider):
         except _CLIENT_ERRORS as exc:
             self._raise(exc, model)
         ordered = sorted(result.data, key=lambda item: item.index)
-        return [list(item.embedding) for item in ordered]
+        return checked_embeddings(
+            [item.embedding for item in ordered],
+            texts,
+            backend=self.name,
+            url=self.base_url,
+            model=model,
+            key="embedding_model",
+        )
 
     async def health(self) -> Mapping[str, Any]:
         try:
@@ -248,13 +297,36 @@ class OpenAIBackend(BaseBackendProvider):
             text = text.replace(self._key, "***")
         return text
 
-    def _raise(self, exc: Exception, model: object, *, pieces: int = 0) -> NoReturn:
+    def _base_url_advice(self) -> str:
+        if not urlsplit(self.base_url).path.endswith("/v1"):
+            return f'try "{self.base_url}/v1"'
+        return "it should be the URL the server's docs give for its OpenAI-compatible API"
+
+    def _raise(
+        self,
+        exc: Exception,
+        model: object,
+        *,
+        pieces: int = 0,
+        context: ChatContext | None = None,
+        route_only: bool = False,
+    ) -> NoReturn:
         """Re-raise a client error as the chatcore error the pipeline acts on."""
         model_name = str(model) if model else None
         if isinstance(exc, openai.APITimeoutError):
+            if pieces:
+                raise stalled_error(self.name, self.base_url, pieces, self.timeout_s) from exc
             raise timeout_error(self.name, self.base_url, self.timeout_s) from exc
         if isinstance(exc, openai.APIStatusError):
             detail = _error_detail(exc)
+            if exc.status_code == 404 and (route_only or not _names_a_model(exc, model_name)):
+                raise route_not_found(
+                    self.name,
+                    self.base_url,
+                    "OpenAI-compatible",
+                    self._scrub(detail),
+                    self._base_url_advice(),
+                ) from exc
             raise status_error(
                 exc.status_code,
                 self._scrub(detail),
@@ -263,6 +335,7 @@ class OpenAIBackend(BaseBackendProvider):
                 model=model_name,
                 key_env=self._key_env,
                 retry_after=retry_after_seconds(exc.response.headers),
+                context=context,
             ) from exc
         if pieces:
             raise BackendUnavailable(
@@ -290,7 +363,15 @@ def _error_detail(exc: openai.APIStatusError) -> str:
     return exc.message
 
 
+def _names_a_model(exc: openai.APIStatusError, model: str | None) -> bool:
+    """Whether a 404 is the model's: OpenAI's code says so, other servers name the model."""
+    body = exc.body
+    if isinstance(body, dict) and body.get("code") == "model_not_found":
+        return True
+    return bool(model) and str(model) in _error_detail(exc)
+
+
 def _reason(exc: BaseException) -> str:
     # The client's own message ("Connection error.") hides the transport's reason.
     cause = exc.__cause__
-    return str(cause) if cause is not None and str(cause) else str(exc)
+    return one_line(cause if cause is not None and str(cause) else exc)

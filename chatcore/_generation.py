@@ -45,7 +45,8 @@ class Generation:
         backend's circuit allows; when retries are spent or the circuit is open, the
         turn moves to the next backend of ``[router] fallbacks``. Nothing is retried
         once text has streamed: what arrived is kept as a ``partial`` reply. Errors a
-        person must fix (auth, bad request, unknown model) fail the turn at once.
+        person must fix (auth, bad request, unknown model) fail the turn at once and
+        don't count toward the circuit.
         ``BEFORE_MODEL_LOAD`` runs again for each fallback, on the context as it was
         before the hooks (``unhooked``): a hook may treat backends differently (the PII
         redactor redacts for cloud backends only).
@@ -138,7 +139,12 @@ class Generation:
                     breaker.record_success()
                     stats.record(elapsed_ms)
                 return False
-            breaker.record_failure()
+            if error.retryable:
+                breaker.record_failure()
+            else:
+                # Auth, a malformed request, an unknown model: the backend answered, and
+                # the next, corrected request must not find its circuit open.
+                breaker.release()
             stats.record(elapsed_ms, str(error))
             if turn.parts or not error.retryable:
                 return False

@@ -178,10 +178,12 @@ class CircuitBreaker:
         # timer alone: it says nothing new about the plugin's health since then.
 
     def release(self) -> None:
-        """Give back an admitted trial that ended with neither success nor failure (cancelled).
+        """Give back an admitted trial that ended with no verdict on the plugin's health.
 
-        The circuit returns to OPEN with its old timer, so the next ``allow()`` may
-        start a new trial at once instead of the breaker waiting forever for a verdict.
+        A cancelled call, or a backend's answer that the request was wrong (a client
+        error), says nothing about whether the plugin works. The circuit returns to
+        OPEN with its old timer, so the next ``allow()`` may start a new trial at once
+        instead of the breaker waiting forever for a verdict.
         """
         if self._state is _HALF_OPEN:
             self._state = _OPEN

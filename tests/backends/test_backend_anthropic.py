@@ -322,12 +322,28 @@ async def test_an_unknown_model_is_model_not_found(fake: FakeAnthropic, mode: st
 
 @both_modes
 async def test_a_bad_request_carries_the_apis_reason(fake: FakeAnthropic, mode: str) -> None:
-    fake.fail(400, message="messages.0.content: prompt is too long")
+    fake.fail(400, message="messages.0.content: Input should be a valid list")
     with trio.fail_after(5):
         async with open_backend(fake.url) as backend:
             with pytest.raises(
                 BackendBadRequest,
-                match=r"refused the request \(400: messages\.0\.content: prompt is too long\)$",
+                match=r"refused the request \(400: messages\.0\.content: Input should be a "
+                r"valid list\)$",
+            ):
+                await call(backend, mode, ask())
+
+
+@both_modes
+async def test_a_prompt_over_the_window_names_the_conversation_size_and_the_memory_plugin(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    fake.fail(400, message="prompt is too long: 210417 tokens > 200000 maximum")
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(
+                BackendBadRequest,
+                match=r"prompt is too long: 210417 tokens > 200000 maximum\); this conversation "
+                r"sends 1 message, about \d+ tokens: .*memory plugin",
             ):
                 await call(backend, mode, ask())
 
@@ -389,6 +405,35 @@ async def test_a_hung_server_times_out(fake: FakeAnthropic, mode: str) -> None:
     assert time.monotonic() - started < 1.5
 
 
+async def test_a_stream_that_stalls_after_text_says_so(fake: FakeAnthropic) -> None:
+    fake.stall_after(FakeAnthropic.PREAMBLE_EVENTS + 2)
+    received: list[str] = []
+    with trio.fail_after(5):
+        async with open_backend(fake.url, timeout_seconds=0.5) as backend:
+            with pytest.raises(
+                BackendTimeout,
+                match=r"^claude: the stream from http://127\.0\.0\.1:\d+ stalled after 2 chunks "
+                r"\(nothing more within 0\.5 s; timeout_seconds in \[backends\.claude\]\)$",
+            ):
+                async for chunk in backend.stream(ask()):
+                    received.append(chunk.text)
+    assert received == fake.reply_chunks[:2]
+
+
+@both_modes
+async def test_an_error_text_with_line_breaks_becomes_one_line(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    fake.fail(400, message="messages.0.content:\n  Input should be a valid list\n")
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(
+                BackendBadRequest,
+                match=r"\(400: messages\.0\.content: Input should be a valid list\)$",
+            ):
+                await call(backend, mode, ask())
+
+
 async def test_a_stream_cut_after_two_chunks_keeps_them_and_then_fails(
     fake: FakeAnthropic,
 ) -> None:
@@ -437,6 +482,31 @@ async def test_an_error_event_inside_the_stream_is_mapped_by_its_type(
                 async for chunk in backend.stream(ask()):
                     received.append(chunk.text)
     assert received == fake.reply_chunks[:1]
+
+
+@both_modes
+async def test_a_base_url_ending_in_v1_is_a_wrong_address_not_an_unknown_model(
+    fake: FakeAnthropic, mode: str
+) -> None:
+    with trio.fail_after(5):
+        async with open_backend(f"{fake.url}/v1") as backend:
+            with pytest.raises(BackendUnavailable) as caught:
+                await call(backend, mode, ask())
+    assert not isinstance(caught.value, ModelNotFound)
+    assert str(caught.value) == (
+        f"claude: no Anthropic API at {fake.url}/v1 (404: Not Found); check base_url in "
+        f'[backends.claude]: the client adds /v1 itself, try "{fake.url}"'
+    )
+
+
+async def test_listing_models_at_a_wrong_address_names_the_address_not_a_model(
+    fake: FakeAnthropic,
+) -> None:
+    with trio.fail_after(5):
+        async with open_backend(f"{fake.url}/v1") as backend:
+            with pytest.raises(BackendUnavailable, match=r"no Anthropic API at .*try ") as caught:
+                await backend.list_models()
+    assert "None" not in str(caught.value)
 
 
 # -- models and health ------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import aclosing, asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import trio
@@ -340,6 +340,46 @@ async def test_a_server_that_never_answers_times_out(fake: FakeOllama, mode: str
                 r"\(timeout_seconds in \[backends\.ollama\]\)",
             ):
                 await call(backend, mode)
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_error_text_with_line_breaks_becomes_one_line(fake: FakeOllama, mode: str) -> None:
+    fake.fail(
+        400, message='invalid options:\n  num_ctx: must be positive\n  top_k: "x" is not a number'
+    )
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(BackendBadRequest) as caught:
+                await call(backend, mode)
+    assert str(caught.value).endswith(
+        '(400: invalid options: num_ctx: must be positive top_k: "x" is not a number)'
+    )
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_an_answer_the_client_cannot_validate_is_one_line(
+    fake: FakeOllama, mode: str
+) -> None:
+    fake.model_reported = cast("Any", 12)  # a number where Ollama sends the model's name
+    with trio.fail_after(5):
+        async with open_backend(fake.url) as backend:
+            with pytest.raises(BackendUnavailable, match="not Ollama's API") as caught:
+                await call(backend, mode)
+    assert "\n" not in str(caught.value)
+
+
+async def test_a_stream_that_stalls_after_text_says_so(fake: FakeOllama) -> None:
+    fake.stall_after(2)
+    chunks: list[Chunk] = []
+    with trio.fail_after(5):
+        async with open_backend(fake.url, timeout_seconds=0.5) as backend:
+            with pytest.raises(
+                BackendTimeout,
+                match=rf"^ollama: the stream from {re.escape(fake.url)} stalled after 2 chunks "
+                r"\(nothing more within 0\.5 s; timeout_seconds in \[backends\.ollama\]\)$",
+            ):
+                await collect(backend, context(), chunks)
+    assert [c.text for c in chunks] == CHUNKS[:2]
 
 
 async def test_a_connection_cut_mid_stream_fails_after_the_chunks_it_sent(

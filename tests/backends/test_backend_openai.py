@@ -374,6 +374,44 @@ async def test_a_connection_cut_mid_stream_is_unavailable_after_the_pieces_that_
     assert received == list(DEFAULT_REPLY_CHUNKS[:2])
 
 
+@BOTH
+async def test_litellms_rate_limit_text_with_line_breaks_becomes_one_line(
+    fake: FakeOpenAI, backend: OpenAIBackend, how: str
+) -> None:
+    fake.fail(
+        429,
+        message="litellm.RateLimitError: RateLimitError: OpenAIException - Rate limit reached\n"
+        "Received Model Group=gpt-4o-mini\nAvailable Model Group Fallbacks=None",
+    )
+    with pytest.raises(BackendRateLimited) as info:
+        await call(backend, how, ask())
+    assert str(info.value) == (
+        f"openai: rate limited by {fake.url}/v1 (litellm.RateLimitError: RateLimitError: "
+        "OpenAIException - Rate limit reached Received Model Group=gpt-4o-mini "
+        "Available Model Group Fallbacks=None)"
+    )
+
+
+async def test_a_stream_that_stalls_after_text_says_so(fake: FakeOpenAI, keyed: str) -> None:
+    backend = await start_backend(base_url=f"{fake.url}/v1", timeout_seconds=0.5)
+    fake.stall_after(2)
+    received: list[str] = []
+    try:
+        with (
+            trio.fail_after(5),
+            pytest.raises(
+                BackendTimeout,
+                match=rf"^openai: the stream from {fake.url}/v1 stalled after 2 chunks "
+                r"\(nothing more within 0\.5 s; timeout_seconds in \[backends\.openai\]\)$",
+            ),
+        ):
+            async for chunk in backend.stream(ask()):
+                received.append(chunk.text)
+    finally:
+        await backend.aclose()
+    assert received == list(DEFAULT_REPLY_CHUNKS[:2])
+
+
 async def test_an_error_event_mid_stream_is_unavailable_after_the_pieces_that_came(
     fake: FakeOpenAI, backend: OpenAIBackend
 ) -> None:
@@ -383,6 +421,64 @@ async def test_an_error_event_mid_stream_is_unavailable_after_the_pieces_that_ca
         async for chunk in backend.stream(ask()):
             received.append(chunk.text)
     assert received == list(DEFAULT_REPLY_CHUNKS[:3])
+
+
+LONG_PROMPT = "tell me everything about the history of the whole wide world please"
+
+
+async def test_an_empty_stream_over_the_context_window_is_an_error_not_an_empty_reply(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    history = (Message.user("an earlier question"), Message.assistant("an earlier answer"))
+    context = ChatContext(conversation_id="c1", messages=(*history, Message.user(LONG_PROMPT)))
+    with pytest.raises(BackendUnavailable) as info:
+        await collect(backend, context)
+    text = str(info.value)
+    assert text.startswith(
+        f"openai: the stream from {fake.url}/v1 ended without finishing "
+        "(the prompt may exceed the model's context window"
+    )
+    assert "3 messages" in text and "tokens" in text and "memory plugin" in text
+    assert "\n" not in text
+
+
+async def test_the_same_client_answers_again_after_a_stream_that_ended_without_finishing(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    with pytest.raises(BackendUnavailable, match="ended without finishing"):
+        await collect(backend, ask(LONG_PROMPT))
+    assert await call(backend, "stream", ask()) == REPLY
+    assert await call(backend, "chat", ask()) == REPLY
+
+
+async def test_a_stream_cut_cleanly_after_some_text_is_incomplete(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.finish_stream = False
+    received: list[str] = []
+    with (
+        trio.fail_after(5),
+        pytest.raises(
+            BackendUnavailable,
+            match=r"ended without finishing after 6 chunks; the reply is incomplete",
+        ),
+    ):
+        async for chunk in backend.stream(ask()):
+            received.append(chunk.text)
+    assert "".join(received) == REPLY
+
+
+async def test_a_context_length_refusal_names_the_conversation_size_and_the_memory_plugin(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    fake.context_window = 5
+    with pytest.raises(BackendBadRequest) as info:
+        await call(backend, "chat", ask(LONG_PROMPT))
+    text = str(info.value)
+    assert "maximum context length is 5 tokens" in text
+    assert "1 message" in text and "tokens" in text and "memory plugin" in text
 
 
 async def test_no_model_anywhere_is_a_bad_request_naming_the_config_key(
@@ -395,6 +491,44 @@ async def test_no_model_anywhere_is_a_bad_request_naming_the_config_key(
     finally:
         await backend.aclose()
     assert fake.requests == []
+
+
+@BOTH
+async def test_a_base_url_without_v1_is_a_wrong_address_not_an_unknown_model(
+    fake: FakeOpenAI, keyed: str, how: str
+) -> None:
+    backend = await start_backend(base_url=fake.url)
+    try:
+        with pytest.raises(BackendUnavailable) as info:
+            await call(backend, how, ask())
+    finally:
+        await backend.aclose()
+    assert not isinstance(info.value, ModelNotFound)
+    assert str(info.value) == (
+        f"openai: no OpenAI-compatible API at {fake.url} (404: Invalid URL "
+        f'(POST /chat/completions)); check base_url in [backends.openai]: try "{fake.url}/v1"'
+    )
+
+
+async def test_listing_models_at_a_wrong_address_names_the_address_not_a_model(
+    fake: FakeOpenAI, keyed: str
+) -> None:
+    backend = await start_backend(base_url=fake.url)
+    try:
+        with pytest.raises(BackendUnavailable, match=r"no OpenAI-compatible API at .*try ") as info:
+            await backend.list_models()
+    finally:
+        await backend.aclose()
+    assert "model" not in str(info.value).replace("/models", "")
+
+
+async def test_a_server_whose_404_names_the_model_is_model_not_found(
+    fake: FakeOpenAI, backend: OpenAIBackend
+) -> None:
+    # vLLM and Ollama's compatible API send no code, only a message naming the model.
+    fake.fail(404, message="The model `gpt-4o-mini` does not exist.")
+    with pytest.raises(ModelNotFound, match=r"model 'gpt-4o-mini' not found"):
+        await collect(backend, ask())
 
 
 # -- models, embeddings, health ----------------------------------------------------------
@@ -423,6 +557,26 @@ async def test_embed_returns_one_vector_per_text_in_order(fake: FakeOpenAI, keye
         "input": ["alpha", "beta"],
         "encoding_format": "float",
     }
+
+
+async def test_one_vector_per_token_is_refused_naming_the_missing_pooling(
+    fake: FakeOpenAI, keyed: str
+) -> None:
+    fake.pooling = False
+    backend = await start_backend(base_url=f"{fake.url}/v1", embedding_model="nomic-embed")
+    fake.models = (*fake.models, "nomic-embed")
+    try:
+        with trio.fail_after(5), pytest.raises(BackendError) as info:
+            await backend.embed(["three word text", "one"])
+    finally:
+        await backend.aclose()
+    assert not info.value.retryable
+    assert str(info.value) == (
+        f"openai: the embedding model 'nomic-embed' at {fake.url}/v1 returned one vector "
+        "per token (3 vectors for text 1), not one per text: it runs without "
+        "pooling; set embedding_model in [backends.openai] to an embedding model, or start "
+        "llama.cpp's server with --pooling mean"
+    )
 
 
 async def test_embed_with_an_unknown_model_is_model_not_found(fake: FakeOpenAI, keyed: str) -> None:
@@ -512,6 +666,21 @@ async def test_engine_send_and_stream_store_the_fakes_reply(
         ("assistant", REPLY),
         ("user", "again"),
     ]
+
+
+async def test_engine_stores_an_error_not_an_empty_complete_reply_over_the_context_window(
+    write_config: WriteConfig, fake: FakeOpenAI, keyed: str
+) -> None:
+    fake.context_window = 5
+    with trio.fail_after(10):
+        async with open_engine(engine_config(write_config, fake), backend="gpt") as engine:
+            conversation = engine.conversation()
+            with pytest.raises(BackendUnavailable, match="ended without finishing"):
+                await conversation.send(LONG_PROMPT)
+            stored = await conversation.messages()
+    assert stored[-1].role is Role.ASSISTANT
+    assert stored[-1].status is MessageStatus.ERROR
+    assert "context window" in stored[-1].metadata["error"]
 
 
 async def test_engine_send_with_a_wrong_key_raises_the_auth_error(

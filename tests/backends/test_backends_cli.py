@@ -103,3 +103,69 @@ def test_backends_models_and_check_one_line_each(tmp_path: Path) -> None:
         ["ok", "echo"],
     ]
     assert f"cannot reach http://127.0.0.1:{dead_port}" in lines[1]
+
+
+def test_cli_ask_over_the_context_window_fails_with_one_line_instead_of_an_empty_reply(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAI() as server:
+        server.context_window = 3
+        config = tmp_path / "small.toml"
+        config.write_text(
+            f'[backends.llama]\nplugin = "openai"\nbase_url = "{server.url}/v1"\n'
+            'model = "gpt-4o-mini"\nmax_retries = 0\n'
+        )
+        result = run_cli(
+            "ask", "--config", str(config), "--backend", "llama", "one two three four", env={}
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert "ended without finishing (the prompt may exceed the model's context window" in (
+        result.stderr
+    )
+
+
+def test_cli_backends_models_at_a_base_url_without_v1_says_which_base_url_to_try(
+    tmp_path: Path,
+) -> None:
+    with FakeOpenAI() as server:
+        config = tmp_path / "nov1.toml"
+        config.write_text(
+            f'[backends.local]\nplugin = "openai"\nbase_url = "{server.url}"\n'
+            'model = "gpt-4o-mini"\nmax_retries = 0\n'
+        )
+        env = {"CHATCORE_BACKEND": "local"}
+        ask = run_cli("ask", "--config", str(config), "hi", env=env)
+        models = run_cli("backends", "models", "local", "--config", str(config), env=env)
+    for result in (ask, models):
+        assert result.returncode == 1
+        assert len(result.stderr.strip().splitlines()) == 1
+        assert f'try "{server.url}/v1"' in result.stderr
+        assert "not found" not in result.stderr and "None" not in result.stderr
+
+
+def test_cli_rag_with_an_embedding_model_without_pooling_warns_and_falls_back_to_bm25(
+    tmp_path: Path,
+) -> None:
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    (docs / "refunds.txt").write_text("Refunds are paid within fourteen days of a return.")
+    with FakeOpenAI() as server:
+        server.pooling = False
+        config = tmp_path / "rag.toml"
+        config.write_text(
+            f'[backends.llama]\nplugin = "openai"\nbase_url = "{server.url}/v1"\n'
+            'model = "gpt-4o-mini"\nembedding_model = "text-embedding-3-small"\n'
+            '[[plugins]]\nplugin = "rag"\n[plugins.config]\nembed_backend = "llama"\n'
+        )
+        env = {"CHATCORE_BACKEND": "llama"}
+        add = run_cli("--config", str(config), "rag", "add", str(docs), env=env)
+        search = run_cli("--config", str(config), "rag", "search", "refunds", env=env)
+    for result in (add, search):
+        assert result.returncode == 0, result.stderr
+        assert "Traceback" not in result.stderr
+        warnings = [line for line in result.stderr.splitlines() if "warning:" in line]
+        assert len(warnings) == 1
+        assert "one vector per token" in warnings[0] and "--pooling mean" in warnings[0]
+    assert "refunds.txt" in search.stdout

@@ -4,11 +4,12 @@ It speaks real HTTP/1.1 (keep-alive, Content-Length, chunked streaming) from a
 thread, so the official clients under test make real requests over a real
 socket. Every request is recorded. Faults are queued and each request takes the
 next one: an error status with the API's own error body and headers, a hang, a
-delay, or a connection dropped after N streamed chunks.
+delay, or a connection dropped, or a stream stalled, after N streamed chunks.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -53,6 +54,8 @@ class Fault:
     """Wait this long before answering."""
     drop_after_chunks: int | None = None
     """Stream this many chunks, then cut the connection without ending the body."""
+    stall_after_chunks: int | None = None
+    """Stream this many chunks, then send nothing more (until the server stops)."""
 
 
 @dataclass
@@ -70,6 +73,10 @@ class StreamResponse:
     content_type: str
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    close_after: bool = False
+    """After the body, keep the connection without ``Connection: close``, take the next
+    request sent on it and close without an answer: what a server does that gave up on
+    a request it had already answered 200 (llama.cpp's, over its context window)."""
 
 
 class FakeAPIServer:
@@ -120,6 +127,10 @@ class FakeAPIServer:
     def drop_after(self, chunks: int, *, times: int = 1) -> None:
         for _ in range(times):
             self._queue(Fault(drop_after_chunks=chunks))
+
+    def stall_after(self, chunks: int, *, times: int = 1) -> None:
+        for _ in range(times):
+            self._queue(Fault(stall_after_chunks=chunks))
 
     def _queue(self, fault: Fault) -> None:
         with self._lock:
@@ -248,7 +259,8 @@ def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
                 self._send_json(response)
             else:
                 drop = fault.drop_after_chunks if fault is not None else None
-                self._send_stream(response, drop)
+                stall = fault.stall_after_chunks if fault is not None else None
+                self._send_stream(response, drop, stall)
 
         def _send_json(self, response: JSONResponse) -> None:
             data = json.dumps(response.body).encode()
@@ -261,7 +273,9 @@ def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
             self.wfile.write(data)
             self.wfile.flush()
 
-        def _send_stream(self, response: StreamResponse, drop_after: int | None) -> None:
+        def _send_stream(
+            self, response: StreamResponse, drop_after: int | None, stall_after: int | None
+        ) -> None:
             self.send_response(response.status)
             self.send_header("Content-Type", response.content_type)
             self.send_header("Transfer-Encoding", "chunked")
@@ -270,6 +284,10 @@ def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
                 self.send_header(name, value)
             self.end_headers()
             for sent, chunk in enumerate(response.chunks):
+                if stall_after is not None and sent >= stall_after:
+                    server._stopping.wait()
+                    self.close_connection = True
+                    return
                 if drop_after is not None and sent >= drop_after:
                     # Cut the connection mid-body: no terminating chunk.
                     self.wfile.flush()
@@ -282,5 +300,12 @@ def _make_handler(server: FakeAPIServer) -> type[BaseHTTPRequestHandler]:
                 self.wfile.flush()
             self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
+            if response.close_after:
+                self.connection.settimeout(5)
+                with contextlib.suppress(OSError):
+                    self.rfile.readline()
+                with contextlib.suppress(OSError):
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                self.close_connection = True
 
     return Handler

@@ -142,7 +142,7 @@ class FakeAnthropic(FakeAPIServer):
             if model_id in self.models:
                 return JSONResponse(self._model_info(model_id))
             return self._error(404, f"model: {model_id}")
-        return self._error(404, "Not found")
+        return self._error(404, "Not Found")
 
     def _check_headers(self, request: RecordedRequest) -> JSONResponse | None:
         key = request.headers.get("x-api-key")

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import itertools
+import json
 import struct
 from typing import Any
 
@@ -58,7 +59,14 @@ class FakeOpenAI(FakeAPIServer):
     set, any other bearer token gets 401), ``leading_role_chunk`` (start the
     stream with an empty-content role delta as api.openai.com does),
     ``stream_error`` (``(after_n_pieces, message)``: an error event mid-stream),
-    ``embedding_dims``; plus the base's faults.
+    ``embedding_dims``, ``pooling`` (False answers each text with one vector per
+    word, as llama.cpp's server does for a model it runs without pooling),
+    ``finish_stream`` (False ends a stream cleanly after the
+    pieces, with no ``finish_reason``, usage or ``[DONE]``), ``context_window``
+    (tokens, counted as words of the messages: a longer prompt gets 400 unstreamed
+    and, streamed, a 200 whose body holds only llama.cpp's ``error:`` line, which no
+    SSE client reads, before the server drops the connection: what llama.cpp's
+    server did before it answered 400 there too); plus the base's faults.
     """
 
     def __init__(
@@ -81,6 +89,9 @@ class FakeOpenAI(FakeAPIServer):
         self.leading_role_chunk = leading_role_chunk
         self.stream_error: tuple[int, str] | None = None
         self.embedding_dims = embedding_dims
+        self.context_window: int | None = None
+        self.finish_stream = True
+        self.pooling = True
         self._ids = itertools.count(1)
 
     def __enter__(self) -> FakeOpenAI:
@@ -164,6 +175,9 @@ class FakeOpenAI(FakeAPIServer):
                 code="empty_array",
                 param="messages",
             )
+        too_long = self._over_context_window(body)
+        if too_long is not None:
+            return too_long
         model = self.model_reported or str(body["model"])
         completion_id = f"chatcmpl-fake{next(self._ids)}"
         usage = self._usage_body()
@@ -244,6 +258,8 @@ class FakeOpenAI(FakeAPIServer):
             if i == 0 and not self.leading_role_chunk:
                 delta = {"role": "assistant", "content": piece}
             events.append(chunk(choice(delta)))
+        if not self.finish_stream:
+            return events
         events.append(chunk(choice({}, "stop")))
         if include_usage and usage is not None:
             events.append(chunk([], usage=usage))
@@ -265,7 +281,9 @@ class FakeOpenAI(FakeAPIServer):
         for index, text in enumerate(texts):
             vector = self.embedding_for(str(text))
             encoded: Any = vector
-            if as_base64:
+            if not self.pooling:
+                encoded = [self.embedding_for(word) for word in str(text).split() or [""]]
+            elif as_base64:
                 encoded = base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
             data.append({"object": "embedding", "index": index, "embedding": encoded})
         tokens = sum(len(str(t).split()) for t in texts)
@@ -276,6 +294,35 @@ class FakeOpenAI(FakeAPIServer):
                 "model": self.model_reported or body["model"],
                 "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
             }
+        )
+
+    def _over_context_window(self, body: dict[str, Any]) -> JSONResponse | StreamResponse | None:
+        if self.context_window is None:
+            return None
+        tokens = sum(len(str(m.get("content") or "").split()) for m in body["messages"])
+        if tokens <= self.context_window:
+            return None
+        if not body.get("stream"):
+            return self._error(
+                400,
+                f"This model's maximum context length is {self.context_window} tokens. "
+                f"However, your messages resulted in {tokens} tokens. "
+                "Please reduce the length of the messages.",
+                code="context_length_exceeded",
+                param="messages",
+            )
+        error = {
+            "code": 500,
+            "message": "the request exceeds the available context size. "
+            "try increasing the context size or enable context shift",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": tokens,
+            "n_ctx": self.context_window,
+        }
+        return StreamResponse(
+            [f"error: {json.dumps(error)}\n\n".encode()],
+            content_type="text/event-stream",
+            close_after=True,
         )
 
     # -- helpers -------------------------------------------------------------------------
