@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import _fail, _guarded, _load, _print_json, config_option, json_option
+from ._common import (
+    _argument_prompt,
+    _fail,
+    _guarded,
+    _load,
+    _print_json,
+    _read_stdin_prompt,
+    config_option,
+    json_option,
+)
 from ._root import cli
 
 if TYPE_CHECKING:
@@ -59,7 +68,9 @@ def ask(
     if prompt is None:
         if sys.stdin is None or sys.stdin.isatty():
             _fail("no prompt: give it as an argument or on standard input", 2)
-        prompt = sys.stdin.read()
+        prompt = _read_stdin_prompt()
+    else:
+        prompt = _argument_prompt(prompt)
     if conversation_id and continue_latest:
         _fail("use either --conversation ID or --continue, not both", 2)
     config = _load(config_path, default_backend=backend)
