@@ -17,6 +17,12 @@ if TYPE_CHECKING:
 
 __all__ = ["run_repl"]
 
+# C0 controls but tab and newline, DEL and C1: what a terminal acts on rather than shows
+# (ESC starts cursor moves and window titles, CR overwrites the line, 0x9b is CSI).
+_CONTROL_CHARACTERS = dict.fromkeys(
+    [*range(0x00, 0x09), *range(0x0B, 0x20), 0x7F, *range(0x80, 0xA0)]
+)
+
 PROMPT = "you> "
 HELP = "Type a message and press Enter. /new starts a new conversation, /quit (or Ctrl-D) leaves."
 
@@ -63,21 +69,43 @@ async def _repl(config: Config) -> None:
                 print(f"error: {error}", file=sys.stderr)
 
 
-async def stream_reply(reply: ReplyStream, out: TextIO | None) -> ChatcoreError | None:
+def terminal_safe(text: str) -> str:
+    """``text`` without the control characters a terminal would act on; newline and tab stay.
+
+    What is left of an escape sequence (``[2J``) shows as text: a reply must not move
+    the cursor, retitle the window or rewrite what the user reads.
+    """
+    return text.translate(_CONTROL_CHARACTERS)
+
+
+def is_terminal(out: TextIO) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):  # a closed or stand-in stream
+        return False
+
+
+async def stream_reply(
+    reply: ReplyStream, out: TextIO | None, *, raw: bool = False
+) -> ChatcoreError | None:
     """Write a reply to ``out`` as it streams (None: just wait for it); Ctrl-C stops it.
+
+    On a terminal the reply goes through `terminal_safe` unless ``raw``; into a pipe
+    or file it is written as the model sent it.
 
     Returns the turn's error instead of raising it, so the caller decides how to show
     it after the reply's last line has ended.
     """
     error: ChatcoreError | None = None
     wrote = False
+    safe = out is not None and not raw and is_terminal(out)
     async with trio.open_nursery() as nursery:
         await nursery.start(_cancel_on_sigint, reply)
         try:
             async with reply:
                 async for chunk in reply:
                     if out is not None and chunk.text:
-                        out.write(chunk.text)
+                        out.write(terminal_safe(chunk.text) if safe else chunk.text)
                         out.flush()
                         wrote = True
         except ChatcoreError as exc:
