@@ -113,7 +113,7 @@ async def _ask_async(
     raw: bool,
 ) -> int:
     from .._engine import open_engine
-    from .._repl import is_terminal, stream_reply
+    from .._repl import EXIT_TERMINATED, TERMINATED, Terminated, is_terminal, stream_reply
 
     async with open_engine(config) as engine:
         if continue_latest:
@@ -121,7 +121,11 @@ async def _ask_async(
         else:
             conversation = engine.conversation(conversation_id)
         reply_stream = conversation.stream(prompt, model=model, system=system)
-        error = await stream_reply(reply_stream, None if as_json else sys.stdout, raw=raw)
+        terminated = False
+        try:
+            error = await stream_reply(reply_stream, None if as_json else sys.stdout, raw=raw)
+        except Terminated:  # SIGTERM ends `ask` as Ctrl-C does, with its own exit code
+            terminated, error = True, None
         reply = reply_stream.message
         if as_json and reply is not None and error is None:
             _print_json(_ask_json(conversation.id, reply))
@@ -129,6 +133,9 @@ async def _ask_async(
             _print_citations(reply, safe=not raw and is_terminal(sys.stdout))
     if error is not None:
         raise error
+    if terminated:
+        click.echo(TERMINATED, err=True)
+        return EXIT_TERMINATED
     if reply_stream.cancelled:
         click.echo("interrupted: the partial reply is saved", err=True)
         return EXIT_INTERRUPTED
