@@ -67,6 +67,10 @@ async def _repl(config: Config) -> bool:
                 return False
             if not line.strip():
                 continue
+            problem = _not_utf8(line)
+            if problem is not None:
+                print(f"error: {problem}", file=sys.stderr)
+                continue
             if line.strip() == "/new":
                 conversation = engine.conversation()
                 print("(new conversation)", file=sys.stderr)
@@ -82,6 +86,20 @@ async def _repl(config: Config) -> bool:
                 return True
             if error is not None:
                 print(f"error: {error}", file=sys.stderr)
+
+
+def _not_utf8(line: str) -> str | None:
+    """What is wrong with a line that was not UTF-8 (None: nothing). ``input()`` keeps
+    such bytes as surrogates, which the store cannot write after the reply has printed."""
+    data = line.encode("utf-8", "surrogateescape")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return (
+            f"this line is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset "
+            f"{exc.start}); it was not sent"
+        )
+    return None
 
 
 def terminal_safe(text: str) -> str:

@@ -87,3 +87,18 @@ def test_windows_line_ending_at_the_end_is_dropped_too(data_dir: Path) -> None:
 
     assert result.returncode == 0, result.stderr.decode()
     assert stored_messages(data_dir)[0] == ("user", "hello")
+
+
+def test_prompt_loop_refuses_a_line_that_is_not_utf8_and_goes_on(data_dir: Path) -> None:
+    # Piped lines, so bare `chatcore` runs the prompt loop.
+    result = run_bytes(input=b"caf\xe9\nhello\n")
+
+    stderr = result.stderr.decode()
+    assert result.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1
+    assert "not UTF-8" in errors[0]
+    assert "0xe9" in errors[0]
+    assert "echo: hello\n" in result.stdout.decode()
+    assert stored_messages(data_dir) == [("user", "hello"), ("assistant", "echo: hello")]
