@@ -358,7 +358,7 @@ def render_report(report: ReplayReport) -> str:
         " (nothing stored)",
     ]
     names = [c.plugin for t in report.turns for c in t.changes]
-    width = max(len("reply before"), *map(len, names))
+    width = max([len("reply before"), *map(len, names)])
     for turn in report.turns:
         if turn.error is not None:
             verdict = "FAILED"

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import signal
+from contextlib import suppress
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -39,6 +42,9 @@ __all__ = [
     "TextPrompt",
     "run_tui",
 ]
+
+EXIT_TERMINATED = 128 + signal.SIGTERM
+"""143, as `chatcore ask` exits on SIGTERM, after the app has stopped like on Ctrl-Q."""
 
 SYNC_REFRESH_SECONDS = 1.0
 """How often the status bar reads the replication state and outbox depth."""
@@ -92,6 +98,8 @@ class ChatcoreApp(App[None]):
         self.keys: dict[str, str] = dict(config.tui.keys)
         """Action id → key(s) from `[tui.keys]`; the footer and help follow it."""
         self.chat = ChatScreen(self.bridge)
+        self.terminated = False
+        """SIGTERM ended the app (`run_tui` then exits with `EXIT_TERMINATED`)."""
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -101,6 +109,11 @@ class ChatcoreApp(App[None]):
         if self.keys:
             self.set_keymap(self.keys)
         self.push_screen(self.chat)  # it calls check_keys once its widgets are there
+        # `kill`, systemd and docker send SIGTERM: quit as Ctrl-Q does (the reply in
+        # flight is stored as partial, the terminal restored) instead of dying mid-frame.
+        # Off the main thread or on Windows asyncio has no signal handlers: then none.
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, self._sigterm)
         # The first frame comes first; the engine starts right after it.
         self.call_after_refresh(self.bridge.start)
 
@@ -136,7 +149,13 @@ class ChatcoreApp(App[None]):
         self.engine_error = event.error
         await self.chat.show_notice(event.error, advice="restart")
 
+    def _sigterm(self) -> None:
+        self.terminated = True
+        self.call_later(self.action_quit)
+
     async def on_unmount(self) -> None:
+        with suppress(NotImplementedError, RuntimeError, ValueError):
+            asyncio.get_running_loop().remove_signal_handler(signal.SIGTERM)
         # However the app ends (quit, an error, a test harness), the engine closes and keeps
         # replies in flight, and Trio finishes before the asyncio loop: one run per thread.
         await self.bridge.stop()
@@ -342,4 +361,7 @@ def _keys_of(source: type[DOMNode] | str) -> set[str]:
 
 
 def run_tui(config: Config, *, backend: str | None = None, conversation: str | None = None) -> None:
-    ChatcoreApp(config, backend=backend, conversation=conversation).run()
+    app = ChatcoreApp(config, backend=backend, conversation=conversation)
+    app.run()
+    if app.terminated:
+        raise SystemExit(EXIT_TERMINATED)

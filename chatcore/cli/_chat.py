@@ -7,7 +7,16 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ._common import _fail, _guarded, _load, _print_json, config_option, json_option
+from ._common import (
+    _argument_prompt,
+    _fail,
+    _guarded,
+    _load,
+    _print_json,
+    _read_stdin_prompt,
+    config_option,
+    json_option,
+)
 from ._root import cli
 
 if TYPE_CHECKING:
@@ -40,6 +49,12 @@ def tui(backend: str | None, conversation_id: str | None, config_path: Path | No
 @click.option(
     "-c", "--continue", "continue_latest", is_flag=True, help="Continue the latest conversation."
 )
+@click.option(
+    "--raw",
+    is_flag=True,
+    help="Write the reply as sent, control characters included (on a terminal they are "
+    "dropped by default; into a pipe the reply is always raw).",
+)
 @config_option
 @json_option
 def ask(
@@ -49,6 +64,7 @@ def ask(
     system: str | None,
     conversation_id: str | None,
     continue_latest: bool,
+    raw: bool,
     config_path: Path | None,
     as_json: bool,
 ) -> None:
@@ -59,7 +75,9 @@ def ask(
     if prompt is None:
         if sys.stdin is None or sys.stdin.isatty():
             _fail("no prompt: give it as an argument or on standard input", 2)
-        prompt = sys.stdin.read()
+        prompt = _read_stdin_prompt()
+    else:
+        prompt = _argument_prompt(prompt)
     if conversation_id and continue_latest:
         _fail("use either --conversation ID or --continue, not both", 2)
     config = _load(config_path, default_backend=backend)
@@ -69,7 +87,15 @@ def ask(
         import trio
 
         return trio.run(
-            _ask_async, config, text, model, system, conversation_id, continue_latest, as_json
+            _ask_async,
+            config,
+            text,
+            model,
+            system,
+            conversation_id,
+            continue_latest,
+            as_json,
+            raw,
         )
 
     code = _guarded(run)
@@ -84,9 +110,10 @@ async def _ask_async(
     conversation_id: str | None,
     continue_latest: bool,
     as_json: bool,
+    raw: bool,
 ) -> int:
     from .._engine import open_engine
-    from .._repl import stream_reply
+    from .._repl import EXIT_TERMINATED, TERMINATED, Terminated, is_terminal, stream_reply
 
     async with open_engine(config) as engine:
         if continue_latest:
@@ -94,28 +121,37 @@ async def _ask_async(
         else:
             conversation = engine.conversation(conversation_id)
         reply_stream = conversation.stream(prompt, model=model, system=system)
-        error = await stream_reply(reply_stream, None if as_json else sys.stdout)
+        terminated = False
+        try:
+            error = await stream_reply(reply_stream, None if as_json else sys.stdout, raw=raw)
+        except Terminated:  # SIGTERM ends `ask` as Ctrl-C does, with its own exit code
+            terminated, error = True, None
         reply = reply_stream.message
         if as_json and reply is not None and error is None:
             _print_json(_ask_json(conversation.id, reply))
         elif reply is not None:
-            _print_citations(reply)
+            _print_citations(reply, safe=not raw and is_terminal(sys.stdout))
     if error is not None:
         raise error
+    if terminated:
+        click.echo(TERMINATED, err=True)
+        return EXIT_TERMINATED
     if reply_stream.cancelled:
         click.echo("interrupted: the partial reply is saved", err=True)
         return EXIT_INTERRUPTED
     return 0
 
 
-def _print_citations(reply: Message) -> None:
+def _print_citations(reply: Message, *, safe: bool) -> None:
+    from .._repl import terminal_safe
     from ..messages import citation_lines
 
     lines = citation_lines(reply.metadata.get("citations"))
     if lines:
         click.echo("\nSources:")
         for line in lines:
-            click.echo(f"  {line}")
+            # Document names and headings come from indexed files, as untrusted as a reply.
+            click.echo(f"  {terminal_safe(line) if safe else line}")
 
 
 def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:

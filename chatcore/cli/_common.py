@@ -6,6 +6,7 @@ Plugins that add commands use the same helpers, re-exported by ``chatcore.cli``.
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -30,6 +31,32 @@ json_option = click.option("--json", "as_json", is_flag=True, help="Print JSON."
 def _fail(message: str, code: int = 1) -> NoReturn:
     click.echo(f"error: {message}", err=True)
     sys.exit(code)
+
+
+def _prompt_text(data: bytes, source: str) -> str:
+    """Decode a prompt as UTF-8, whatever the locale; a byte that is not UTF-8 fails here,
+    before the turn, rather than in the store after the reply has printed."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        _fail(
+            f"{source} is not UTF-8 text (byte 0x{data[exc.start]:02x} at offset {exc.start}); "
+            "convert it first, e.g. with `iconv -f latin1 -t utf-8`",
+            2,
+        )
+
+
+def _read_stdin_prompt() -> str:
+    """The prompt piped on stdin, without the line ending that `echo` or a file adds."""
+    buffer = getattr(sys.stdin, "buffer", None)
+    data = buffer.read() if buffer is not None else sys.stdin.read().encode("utf-8")
+    text = _prompt_text(data, "standard input")
+    return text.removesuffix("\n").removesuffix("\r")
+
+
+def _argument_prompt(prompt: str) -> str:
+    """Python decodes argv with surrogateescape: recover the bytes and check them."""
+    return _prompt_text(os.fsencode(prompt), "the prompt")
 
 
 def _guarded(fn: Callable[[], Any]) -> Any:

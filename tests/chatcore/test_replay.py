@@ -293,3 +293,19 @@ def test_snapshot_retakes_a_copy_torn_by_a_concurrent_writer(
     writes = iter([b"w"] * 10)
     with pytest.raises(StoreError, match=r"src\.db: the database kept changing .*3 attempts"):
         snapshot_database(source, target, attempts=3)
+
+
+def test_human_report_when_no_processor_changed_anything(data_dir: Path) -> None:
+    conversation_id = store_conversation(["hello", "and again"])
+
+    result = invoke("replay", conversation_id)
+
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "Turn 1: answered" in out
+    assert "Turn 2: answered" in out
+    assert "  user          hello" in out
+    assert "  reply after   (same)" in out
+    assert out.rstrip().endswith(
+        "0 of 2 turns would be blocked; 0 changed by processors; 0 replies differ"
+    )
