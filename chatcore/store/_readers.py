@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,12 @@ SEARCH_LIMIT = 20
 """How many hits ``Store.search`` returns unless asked for another number."""
 
 _MIN_PREFIX = 4
+"""A typed id shorter than this only matches a whole id."""
+
+SHORT_ID_MIN = 6
+"""``history list`` shows at least this many characters of an id."""
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-([0-9a-f]{12})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,6 +168,27 @@ def _message(row: Sequence[Any]) -> Message:
     return message
 
 
+def _random_part(conversation_id: str) -> str | None:
+    """A UUID's last group: random in UUIDv7, whose first twelve digits are the time."""
+    match = _UUID.fullmatch(conversation_id)
+    return match.group(1) if match else None
+
+
+def _keys(conversation_id: str) -> tuple[str, ...]:
+    """What a typed prefix is matched against: the whole id and, for a UUID, its random part."""
+    tail = _random_part(conversation_id)
+    return (conversation_id,) if tail is None else (conversation_id, tail)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _glob_literal(text: str) -> str:
     # GLOB (unlike LIKE) is case-sensitive, so SQLite can use the primary key
     # index for a prefix match; brackets make the metacharacters literal.
@@ -242,11 +271,18 @@ class ConversationReader(StoreConnection):
         return rows[0][0] if rows else None
 
     def resolve_conversation_id(self, prefix: str) -> str | None:
-        """Return the id that is ``prefix`` or uniquely starts with it.
+        """Return the id that is ``prefix``, or the one whose id or short id starts with it.
 
-        A prefix shorter than four characters only matches a whole id. Returns
-        None when nothing matches or the prefix is ambiguous.
+        A short id is a prefix of a UUID's random last group (what ``history list``
+        shows). A prefix shorter than four characters only matches a whole id.
+        Returns None when nothing matches.
+
+        Raises:
+            AmbiguousConversationId: ``prefix`` starts more than one conversation's
+                id or short id; the error lists them.
         """
+        from ..errors import AmbiguousConversationId
+
         exact = self._read(
             "SELECT id FROM conversations WHERE id = ? AND deleted_at IS NULL", [prefix]
         )
@@ -254,8 +290,46 @@ class ConversationReader(StoreConnection):
             return str(exact[0][0])
         if len(prefix) < _MIN_PREFIX:
             return None
+        pattern = _glob_literal(prefix) + "*"
+        # The random part is matched by a scan; conversations are few next to messages.
         rows = self._read(
-            "SELECT id FROM conversations WHERE id GLOB ? AND deleted_at IS NULL LIMIT 2",
-            [_glob_literal(prefix) + "*"],
+            "SELECT id, title FROM conversations WHERE deleted_at IS NULL "
+            "AND (id GLOB ? OR (length(id) = 36 AND substr(id, 25) GLOB ?)) "
+            "ORDER BY updated_at DESC, id DESC",
+            [pattern, pattern],
         )
-        return str(rows[0][0]) if len(rows) == 1 else None
+        matches = {
+            str(cid): str(title)
+            for cid, title in rows
+            if any(key.startswith(prefix) for key in _keys(str(cid)))
+        }
+        if len(matches) > 1:
+            raise AmbiguousConversationId(prefix, matches)
+        return next(iter(matches), None)
+
+    def short_ids(self, conversation_ids: Sequence[str]) -> dict[str, str]:
+        """The shortest text that names each conversation, for people to type.
+
+        For a UUID, the shortest prefix of its random last group that no other live
+        conversation's id or random part starts with, at least ``SHORT_ID_MIN``
+        characters; for any other id, the same of the whole id. Falls back to the
+        whole id when no such prefix exists. ``resolve_conversation_id`` takes it back.
+        """
+        rows = self._read("SELECT id FROM conversations WHERE deleted_at IS NULL")
+        keys = sorted((key, str(cid)) for (cid,) in rows for key in _keys(str(cid)))
+        result: dict[str, str] = {}
+        for conversation_id in conversation_ids:
+            own = _random_part(conversation_id) or conversation_id
+            # Sorted, the keys sharing the longest prefix with ``own`` are its nearest
+            # neighbours that belong to another conversation, one on each side.
+            at = bisect.bisect_left(keys, (own, conversation_id))
+            shared = 0
+            for step in (-1, 1):
+                i = at + step if step < 0 else at
+                while 0 <= i < len(keys) and keys[i][1] == conversation_id:
+                    i += step
+                if 0 <= i < len(keys):
+                    shared = max(shared, _common_prefix(own, keys[i][0]))
+            length = max(SHORT_ID_MIN, shared + 1)
+            result[conversation_id] = own[:length] if length <= len(own) else conversation_id
+        return result
