@@ -40,6 +40,8 @@ class ConversationSummary:
     message_count: int
     backend: str | None
     model: str | None
+    failed: bool = False
+    """Every reply it has is an ``error`` (e.g. its only turn met a backend that was down)."""
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict; datetimes as ISO 8601 strings."""
@@ -51,6 +53,7 @@ class ConversationSummary:
             "message_count": self.message_count,
             "backend": self.backend,
             "model": self.model,
+            "failed": self.failed,
         }
 
 
@@ -109,10 +112,19 @@ ORDER BY messages_fts.rowid DESC
 LIMIT ?2
 """
 
-_SUMMARY_COLUMNS = """
+# A conversation failed when it has replies and all are errors. The test for a good
+# reply comes first: it stops at a normal conversation's first reply.
+_FAILED = """(
+    NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                AND m.role = 'assistant' AND m.status != 'error')
+    AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                AND m.role = 'assistant' AND m.status = 'error')
+)"""
+
+_SUMMARY_COLUMNS = f"""
     c.id, c.title, c.created_at, c.updated_at,
     (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id),
-    c.backend, c.model
+    c.backend, c.model, {_FAILED}
 """
 
 _MESSAGE_COLUMNS = "id, role, content, created_at, model, tokens_in, tokens_out, status, metadata"
@@ -127,6 +139,7 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
         message_count=row[4],
         backend=row[5],
         model=row[6],
+        failed=bool(row[7]),
     )
 
 
@@ -198,14 +211,25 @@ def _glob_literal(text: str) -> str:
 class ConversationReader(StoreConnection):
     """The part of ``Store`` that reads history (on the reader connection)."""
 
-    def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
-        """Conversations, most recently updated first."""
+    def list_conversations(
+        self, *, limit: int | None = None, failed: bool = True
+    ) -> list[ConversationSummary]:
+        """Conversations, most recently updated first; ``failed=False`` leaves out those
+        whose every reply is an error (``ConversationSummary.failed``)."""
+        where = "" if failed else f" AND NOT {_FAILED}"
         rows = self._read(
-            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE c.deleted_at IS NULL "
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE c.deleted_at IS NULL{where} "
             "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
             [-1 if limit is None else limit],
         )
         return [_summary(row) for row in rows]
+
+    def count_failed_conversations(self) -> int:
+        """How many live conversations have replies that are all errors."""
+        rows = self._read(
+            f"SELECT COUNT(*) FROM conversations c WHERE c.deleted_at IS NULL AND {_FAILED}"
+        )
+        return int(rows[0][0])
 
     def get_conversation(self, conversation_id: str) -> ConversationSummary | None:
         rows = self._read(

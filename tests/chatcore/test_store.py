@@ -262,6 +262,7 @@ def test_summary_as_dict_is_json(store: Store) -> None:
         "message_count": 2,
         "backend": "echo",
         "model": "e1",
+        "failed": False,
     }
     assert datetime.fromisoformat(data["updated_at"]) == summary.updated_at
 
