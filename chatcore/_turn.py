@@ -21,12 +21,32 @@ if TYPE_CHECKING:
 
     from .messages import ChatContext, Chunk
 
-__all__ = ["ConversationState", "Turn", "TurnOptions", "sendable"]
+__all__ = ["ConversationState", "Turn", "TurnOptions", "sendable", "stored_failure"]
 
 
 def sendable(message: Message) -> bool:
     """Whether a stored message belongs in what the backend sees: it has text and isn't an error."""
     return bool(message.content) and message.status is not MessageStatus.ERROR
+
+
+def stored_failure(reply: Message) -> Message:
+    """An ``error`` reply as it is stored: its reason is its text, so the history says why.
+
+    The reason also leaves the machine with the reply (the outbox), so the
+    environment's secret values are masked in it (``<ENV:OPENAI_API_KEY>``), on top of
+    the backends scrubbing their own keys. Any other reply is returned as it is.
+    """
+    reason = reply.metadata.get("error")
+    if reply.status is not MessageStatus.ERROR or not reason:
+        return reply
+    from .middleware._redact import Redactor  # only on failure: it reads the environment
+
+    masked = Redactor().secrets_only(str(reason))
+    if reply.content and masked == reason:
+        return reply
+    return reply.replace(
+        content=reply.content or masked, metadata={**reply.metadata, "error": masked}
+    )
 
 
 @dataclass(eq=False)

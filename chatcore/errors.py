@@ -5,13 +5,14 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Mapping, Sequence
     from pathlib import Path
 
     from ._plugins._scan import ScanFinding
     from .replication import ConnectivityState
 
 __all__ = [
+    "AmbiguousConversationId",
     "BackendAuthError",
     "BackendBadRequest",
     "BackendError",
@@ -98,6 +99,27 @@ class ConversationNotFound(ChatcoreError):
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
         super().__init__(f"no conversation {conversation_id!r} (see `chatcore history list`)")
+
+
+class AmbiguousConversationId(ConversationNotFound):
+    """A typed id (a prefix) starts more than one conversation's id or short id."""
+
+    MAX_LISTED = 5
+
+    def __init__(self, conversation_id: str, matches: Mapping[str, str]) -> None:
+        """``matches``: id → title of the conversations it could mean."""
+        super().__init__(conversation_id)
+        self.matches = dict(matches)
+        listed = [
+            f"{cid} ({title})" for cid, title in list(self.matches.items())[: self.MAX_LISTED]
+        ]
+        more = len(self.matches) - len(listed)
+        if more > 0:
+            listed.append(f"{more} more")
+        self.args = (
+            f"conversation id {conversation_id!r} is ambiguous: it matches {', '.join(listed)}; "
+            "type more of it (`chatcore history list` shows ids that are unique)",
+        )
 
 
 class PluginError(ChatcoreError):

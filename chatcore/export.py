@@ -111,7 +111,8 @@ class Transcript:
             if body:
                 lines += ["", body]
             note = message.metadata.get("error")
-            if note and message.status is not MessageStatus.COMPLETE:
+            # A failed reply's text is its reason (older ones have none): quote it only once.
+            if note and message.status is not MessageStatus.COMPLETE and str(note).strip() != body:
                 lines += ["", *(f"> {line}".rstrip() for line in str(note).split("\n"))]
             sources = citation_lines(message.metadata.get("citations"))
             if sources:

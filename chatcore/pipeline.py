@@ -26,7 +26,7 @@ import trio
 from ._generation import Generation
 from ._plugins import CallNext, PluginManager, PluginType
 from ._stage import StageActor
-from ._turn import ConversationState, Turn, TurnOptions, sendable
+from ._turn import ConversationState, Turn, TurnOptions, sendable, stored_failure
 from .errors import EngineError, PluginError
 from .hooks import HookRegistry, HookType
 from .messages import ChatContext, Chunk, Message, MessageStatus, Role
@@ -309,6 +309,7 @@ class Pipeline:
         from .store import TurnRecord
 
         assert turn.user_message is not None and turn.reply is not None
+        turn.reply = stored_failure(turn.reply)
         context = turn.context
         record = TurnRecord(
             conversation_id=turn.conversation.id,
@@ -348,7 +349,7 @@ class Pipeline:
             if not turn.persisted.is_set() and turn.user_message is not None:
                 from .store import TurnRecord
 
-                reply = turn.salvage_reply(str(turn.error))
+                reply = turn.reply = stored_failure(turn.salvage_reply(str(turn.error)))
                 record = TurnRecord(turn.conversation.id, (turn.user_message, reply))
                 with trio.move_on_after(ABANDON_WRITE_TIMEOUT_S):
                     await self.writer.write_direct([record])

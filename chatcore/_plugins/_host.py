@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -95,9 +96,22 @@ class BackgroundJobs:
         except Exception as exc:
             self.failed += 1
             self.last_error = describe_error(exc)
-            logger.warning("background job %r failed: %s", job, self.last_error)
+            # The job's repr would carry its arguments (a summary job holds the conversation's
+            # messages), and logs leave the machine: name the function, never its data.
+            logger.warning("background job %s failed: %s", job_name(job), self.last_error)
         finally:
             self.running -= 1
+
+
+def job_name(job: BackgroundJob) -> str:
+    """The job's function as ``module.Qualified.name``, without its bound arguments."""
+    func: object = job
+    while isinstance(func, functools.partial):
+        func = func.func
+    func = getattr(func, "__func__", func)  # a bound method: its function, not its instance
+    module = getattr(func, "__module__", None)
+    qualname = getattr(func, "__qualname__", None) or type(func).__qualname__
+    return f"{module}.{qualname}" if module else qualname
 
 
 def refuse_background_job(job: BackgroundJob) -> bool:

@@ -131,6 +131,11 @@ async def _ask_async(
             _print_json(_ask_json(conversation.id, reply))
         elif reply is not None:
             _print_citations(reply, safe=not raw and is_terminal(sys.stdout))
+    if error is not None and as_json:
+        # A script reads stdout: the failure is JSON too, with the conversation to look into.
+        notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
+        _print_json({"error": f"{error}{notes}", "conversation_id": conversation.id})
+        return 1
     if error is not None:
         raise error
     if terminated:

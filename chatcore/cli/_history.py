@@ -30,10 +30,10 @@ def _open_store(config_path: Path | None) -> Store:
 
 
 def _resolve_or_fail(store: Store, conversation_id: str) -> ConversationSummary:
-    """The conversation that ID (or a unique prefix of it) names, else exit 2."""
+    """The conversation that ID (or a unique prefix of it or of its short id) names, else exit 2."""
     from ..errors import ConversationNotFound
 
-    full_id = store.resolve_conversation_id(conversation_id)
+    full_id: str | None = _guarded(lambda: store.resolve_conversation_id(conversation_id))
     summary = store.get_conversation(full_id) if full_id else None
     if summary is None:
         _fail(str(ConversationNotFound(conversation_id)), 2)
@@ -54,34 +54,66 @@ def history() -> None:
     help="Show at most N.",
 )
 @click.option("--all", "show_all", is_flag=True, help="Show every conversation.")
+@click.option(
+    "--failed",
+    "show_failed",
+    is_flag=True,
+    help="Also show conversations whose every turn failed (hidden by default).",
+)
 @config_option
 @json_option
-def history_list(limit: int, show_all: bool, config_path: Path | None, as_json: bool) -> None:
-    """List conversations, most recently updated first."""
+def history_list(
+    limit: int, show_all: bool, show_failed: bool, config_path: Path | None, as_json: bool
+) -> None:
+    """List conversations, most recently updated first.
+
+    A conversation whose every turn failed (the backend was down, a key missing) is
+    kept, with the error as its reply, but listed only with --failed.
+    """
     store = _open_store(config_path)
     try:
         # One more than shown tells whether the list was cut.
-        conversations = store.list_conversations(limit=None if show_all else limit + 1)
+        conversations = store.list_conversations(
+            limit=None if show_all else limit + 1, failed=show_failed
+        )
+        cut = not show_all and len(conversations) > limit
+        if cut:
+            conversations = conversations[:limit]
+        short_ids = store.short_ids([c.id for c in conversations])
+        hidden = 0 if show_failed or as_json else store.count_failed_conversations()
     finally:
         store.close()
-    cut = not show_all and len(conversations) > limit
-    if cut:
-        conversations = conversations[:limit]
-        if not as_json:
-            click.echo(f"(the newest {limit}; --limit N or --all for more)", err=True)
+    if cut and not as_json:
+        click.echo(f"(the newest {limit}; --limit N or --all for more)", err=True)
+    if hidden:
+        those = "conversation" if hidden == 1 else "conversations"
+        are, them = ("is", "it") if hidden == 1 else ("are", "them")
+        note = f"({hidden} {those} whose every turn failed {are} hidden; --failed shows {them})"
+        click.echo(note, err=True)
     rows = [
         {
             "id": c.id,
+            "short_id": short_ids[c.id],
             "title": c.title,
             "updated_at": c.updated_at.isoformat(),
             "message_count": c.message_count,
+            "failed": c.failed,
         }
         for c in conversations
     ]
     if as_json:
         _print_json(rows)
         return
-    _print_table(rows, ["id", "updated_at", "message_count"], extra="title")
+    # People type what they see: the table's ID column is the short id.
+    table = [
+        {
+            **row,
+            "id": row["short_id"],
+            "title": f"[failed] {row['title']}" if row["failed"] else row["title"],
+        }
+        for row in rows
+    ]
+    _print_table(table, ["id", "updated_at", "message_count"], extra="title")
 
 
 @history.command("show")
@@ -89,15 +121,10 @@ def history_list(limit: int, show_all: bool, config_path: Path | None, as_json: 
 @config_option
 @json_option
 def history_show(conversation_id: str, config_path: Path | None, as_json: bool) -> None:
-    """Show one conversation (ID may be a unique prefix)."""
-    from ..errors import ConversationNotFound
-
+    """Show one conversation (ID may be a unique prefix, or the short id `list` shows)."""
     store = _open_store(config_path)
     try:
-        full_id = store.resolve_conversation_id(conversation_id)
-        summary = store.get_conversation(full_id) if full_id else None
-        if summary is None:
-            _fail(str(ConversationNotFound(conversation_id)), 2)
+        summary = _resolve_or_fail(store, conversation_id)
         messages = store.get_messages(summary.id)
     finally:
         store.close()

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import bisect
 import json
+import re
 from dataclasses import dataclass
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -19,6 +21,12 @@ SEARCH_LIMIT = 20
 """How many hits ``Store.search`` returns unless asked for another number."""
 
 _MIN_PREFIX = 4
+"""A typed id shorter than this only matches a whole id."""
+
+SHORT_ID_MIN = 6
+"""``history list`` shows at least this many characters of an id."""
+
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-([0-9a-f]{12})")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +40,8 @@ class ConversationSummary:
     message_count: int
     backend: str | None
     model: str | None
+    failed: bool = False
+    """Every reply it has is an ``error`` (e.g. its only turn met a backend that was down)."""
 
     def as_dict(self) -> dict[str, object]:
         """Return a JSON-ready dict; datetimes as ISO 8601 strings."""
@@ -43,6 +53,7 @@ class ConversationSummary:
             "message_count": self.message_count,
             "backend": self.backend,
             "model": self.model,
+            "failed": self.failed,
         }
 
 
@@ -101,10 +112,19 @@ ORDER BY messages_fts.rowid DESC
 LIMIT ?2
 """
 
-_SUMMARY_COLUMNS = """
+# A conversation failed when it has replies and all are errors. The test for a good
+# reply comes first: it stops at a normal conversation's first reply.
+_FAILED = """(
+    NOT EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                AND m.role = 'assistant' AND m.status != 'error')
+    AND EXISTS (SELECT 1 FROM messages m WHERE m.conversation_id = c.id
+                AND m.role = 'assistant' AND m.status = 'error')
+)"""
+
+_SUMMARY_COLUMNS = f"""
     c.id, c.title, c.created_at, c.updated_at,
     (SELECT COUNT(*) FROM messages m WHERE m.conversation_id = c.id),
-    c.backend, c.model
+    c.backend, c.model, {_FAILED}
 """
 
 _MESSAGE_COLUMNS = "id, role, content, created_at, model, tokens_in, tokens_out, status, metadata"
@@ -119,6 +139,7 @@ def _summary(row: Sequence[Any]) -> ConversationSummary:
         message_count=row[4],
         backend=row[5],
         model=row[6],
+        failed=bool(row[7]),
     )
 
 
@@ -160,6 +181,27 @@ def _message(row: Sequence[Any]) -> Message:
     return message
 
 
+def _random_part(conversation_id: str) -> str | None:
+    """A UUID's last group: random in UUIDv7, whose first twelve digits are the time."""
+    match = _UUID.fullmatch(conversation_id)
+    return match.group(1) if match else None
+
+
+def _keys(conversation_id: str) -> tuple[str, ...]:
+    """What a typed prefix is matched against: the whole id and, for a UUID, its random part."""
+    tail = _random_part(conversation_id)
+    return (conversation_id,) if tail is None else (conversation_id, tail)
+
+
+def _common_prefix(a: str, b: str) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
 def _glob_literal(text: str) -> str:
     # GLOB (unlike LIKE) is case-sensitive, so SQLite can use the primary key
     # index for a prefix match; brackets make the metacharacters literal.
@@ -169,14 +211,25 @@ def _glob_literal(text: str) -> str:
 class ConversationReader(StoreConnection):
     """The part of ``Store`` that reads history (on the reader connection)."""
 
-    def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
-        """Conversations, most recently updated first."""
+    def list_conversations(
+        self, *, limit: int | None = None, failed: bool = True
+    ) -> list[ConversationSummary]:
+        """Conversations, most recently updated first; ``failed=False`` leaves out those
+        whose every reply is an error (``ConversationSummary.failed``)."""
+        where = "" if failed else f" AND NOT {_FAILED}"
         rows = self._read(
-            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE c.deleted_at IS NULL "
+            f"SELECT {_SUMMARY_COLUMNS} FROM conversations c WHERE c.deleted_at IS NULL{where} "
             "ORDER BY c.updated_at DESC, c.id DESC LIMIT ?",
             [-1 if limit is None else limit],
         )
         return [_summary(row) for row in rows]
+
+    def count_failed_conversations(self) -> int:
+        """How many live conversations have replies that are all errors."""
+        rows = self._read(
+            f"SELECT COUNT(*) FROM conversations c WHERE c.deleted_at IS NULL AND {_FAILED}"
+        )
+        return int(rows[0][0])
 
     def get_conversation(self, conversation_id: str) -> ConversationSummary | None:
         rows = self._read(
@@ -242,11 +295,18 @@ class ConversationReader(StoreConnection):
         return rows[0][0] if rows else None
 
     def resolve_conversation_id(self, prefix: str) -> str | None:
-        """Return the id that is ``prefix`` or uniquely starts with it.
+        """Return the id that is ``prefix``, or the one whose id or short id starts with it.
 
-        A prefix shorter than four characters only matches a whole id. Returns
-        None when nothing matches or the prefix is ambiguous.
+        A short id is a prefix of a UUID's random last group (what ``history list``
+        shows). A prefix shorter than four characters only matches a whole id.
+        Returns None when nothing matches.
+
+        Raises:
+            AmbiguousConversationId: ``prefix`` starts more than one conversation's
+                id or short id; the error lists them.
         """
+        from ..errors import AmbiguousConversationId
+
         exact = self._read(
             "SELECT id FROM conversations WHERE id = ? AND deleted_at IS NULL", [prefix]
         )
@@ -254,8 +314,46 @@ class ConversationReader(StoreConnection):
             return str(exact[0][0])
         if len(prefix) < _MIN_PREFIX:
             return None
+        pattern = _glob_literal(prefix) + "*"
+        # The random part is matched by a scan; conversations are few next to messages.
         rows = self._read(
-            "SELECT id FROM conversations WHERE id GLOB ? AND deleted_at IS NULL LIMIT 2",
-            [_glob_literal(prefix) + "*"],
+            "SELECT id, title FROM conversations WHERE deleted_at IS NULL "
+            "AND (id GLOB ? OR (length(id) = 36 AND substr(id, 25) GLOB ?)) "
+            "ORDER BY updated_at DESC, id DESC",
+            [pattern, pattern],
         )
-        return str(rows[0][0]) if len(rows) == 1 else None
+        matches = {
+            str(cid): str(title)
+            for cid, title in rows
+            if any(key.startswith(prefix) for key in _keys(str(cid)))
+        }
+        if len(matches) > 1:
+            raise AmbiguousConversationId(prefix, matches)
+        return next(iter(matches), None)
+
+    def short_ids(self, conversation_ids: Sequence[str]) -> dict[str, str]:
+        """The shortest text that names each conversation, for people to type.
+
+        For a UUID, the shortest prefix of its random last group that no other live
+        conversation's id or random part starts with, at least ``SHORT_ID_MIN``
+        characters; for any other id, the same of the whole id. Falls back to the
+        whole id when no such prefix exists. ``resolve_conversation_id`` takes it back.
+        """
+        rows = self._read("SELECT id FROM conversations WHERE deleted_at IS NULL")
+        keys = sorted((key, str(cid)) for (cid,) in rows for key in _keys(str(cid)))
+        result: dict[str, str] = {}
+        for conversation_id in conversation_ids:
+            own = _random_part(conversation_id) or conversation_id
+            # Sorted, the keys sharing the longest prefix with ``own`` are its nearest
+            # neighbours that belong to another conversation, one on each side.
+            at = bisect.bisect_left(keys, (own, conversation_id))
+            shared = 0
+            for step in (-1, 1):
+                i = at + step if step < 0 else at
+                while 0 <= i < len(keys) and keys[i][1] == conversation_id:
+                    i += step
+                if 0 <= i < len(keys):
+                    shared = max(shared, _common_prefix(own, keys[i][0]))
+            length = max(SHORT_ID_MIN, shared + 1)
+            result[conversation_id] = own[:length] if length <= len(own) else conversation_id
+        return result

@@ -66,7 +66,7 @@ def test_ask_prints_the_echo_reply_and_history_shows_both_messages(data_dir: Pat
 
     listed = run_json("history", "list")
     assert [c["title"] for c in listed] == ["second question", "hello"]
-    assert set(listed[0]) == {"id", "title", "updated_at", "message_count"}
+    assert set(listed[0]) == {"id", "short_id", "title", "updated_at", "message_count", "failed"}
     assert listed[0]["message_count"] == 2
 
 

@@ -491,8 +491,13 @@ async def test_a_fail_fast_plugin_failing_fails_the_turn_but_keeps_the_message(
         stored = await conversation.messages()
         assert [(m.role, m.content, m.status) for m in stored] == [
             ("user", "strict", MessageStatus.COMPLETE),
-            ("assistant", "", MessageStatus.ERROR),
+            (
+                "assistant",
+                "hook 'always_fails' (before_message) failed: RuntimeError: this plugin is broken",
+                MessageStatus.ERROR,
+            ),
         ]
+        assert stored[1].metadata["error"] == stored[1].content
         assert engine.plugins.get_plugin_status()["echo"].calls == 0
 
 

@@ -125,16 +125,17 @@ async def test_a_stage_failure_while_middleware_waits_ends_the_turn_once(
     # What the user said is kept, with an error reply; the next turn goes on.
     assert [(m.content, m.status) for m in stored] == [
         ("explode now", MessageStatus.COMPLETE),
-        ("", MessageStatus.ERROR),
+        ("hook 'explode' (before_message) failed: RuntimeError: boom", MessageStatus.ERROR),
         ("calm now", MessageStatus.COMPLETE),
         ("calm now ", MessageStatus.COMPLETE),
     ]
     assert after.content == "calm now "
     failed_part = LOG[: LOG.index("wrap:in:calm now")]
-    assert failed_part.count("complete:error:") == 1
+    boom = "hook 'explode' (before_message) failed: RuntimeError: boom"
+    assert [e for e in failed_part if e.startswith("complete:error:")] == [f"complete:error:{boom}"]
     assert "backend:start:explode now" not in LOG
     # The middleware got the turn back and returned before it completed.
-    assert failed_part.index("wrap:out:") < failed_part.index("complete:error:")
+    assert failed_part.index(f"wrap:out:{boom}") < failed_part.index(f"complete:error:{boom}")
 
 
 async def test_a_second_call_next_is_refused_and_the_turn_ends_once(

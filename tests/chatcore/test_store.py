@@ -24,7 +24,7 @@ import trio.testing
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from chatcore.errors import ConversationNotFound, InvalidInput
+from chatcore.errors import AmbiguousConversationId, ConversationNotFound, InvalidInput
 from chatcore.messages import Message, MessageStatus, Role
 from chatcore.store import (
     CHECKPOINT_EVERY_COMMITS,
@@ -262,6 +262,7 @@ def test_summary_as_dict_is_json(store: Store) -> None:
         "message_count": 2,
         "backend": "echo",
         "model": "e1",
+        "failed": False,
     }
     assert datetime.fromisoformat(data["updated_at"]) == summary.updated_at
 
@@ -271,8 +272,12 @@ def test_resolve_conversation_id(store: Store) -> None:
     store.write_turns([turn(cid) for cid in ids])
     assert store.resolve_conversation_id("0190aaaa-1111") == "0190aaaa-1111"
     assert store.resolve_conversation_id("0190b") == "0190bbbb-3333"
-    assert store.resolve_conversation_id("0190aaa") is None  # ambiguous
-    assert store.resolve_conversation_id("0190") is None  # ambiguous
+    with pytest.raises(
+        AmbiguousConversationId, match=r"matches 0190aaab-2222 \(.*\), 0190aaaa-1111 \("
+    ):
+        store.resolve_conversation_id("0190aaa")
+    with pytest.raises(AmbiguousConversationId):
+        store.resolve_conversation_id("0190")
     assert store.resolve_conversation_id("019") is None  # too short to be a prefix
     assert store.resolve_conversation_id("abc") == "abc"  # a whole id may be short
     assert store.resolve_conversation_id("ffff") is None
