@@ -48,6 +48,7 @@ def history() -> None:
 @history.command("list")
 @click.option(
     "--limit",
+    "-n",
     type=click.IntRange(min=1),
     default=HISTORY_LIST_LIMIT,
     show_default=True,
@@ -157,6 +158,7 @@ def history_show(conversation_id: str, config_path: Path | None, as_json: bool) 
 @click.argument("text")
 @click.option(
     "--limit",
+    "-n",
     type=click.IntRange(min=1),
     default=HISTORY_SEARCH_LIMIT,
     show_default=True,
@@ -232,13 +234,13 @@ def history_export(
         with open(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
     except OSError as exc:
-        _fail(f"cannot write {output}: {exc.strerror or exc}")
+        _fail(f"cannot write {output}: {exc.strerror or exc}", 2)  # a bad path: bad input
     click.echo(f"exported {len(messages)} message(s) to {output}", err=True)
 
 
 @history.command("delete")
 @click.argument("conversation_id")
-@click.option("--yes", is_flag=True, help="Delete without asking.")
+@click.option("--yes", "-y", is_flag=True, help="Delete without asking.")
 @config_option
 def history_delete(conversation_id: str, yes: bool, config_path: Path | None) -> None:
     """Delete a conversation (ID may be a unique prefix) and all its messages.

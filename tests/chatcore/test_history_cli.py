@@ -250,7 +250,7 @@ def test_export_errors(seeded: Path, tmp_path: Path) -> None:
     assert bad.exit_code == 2
     assert "'pdf' is not one of 'md', 'json'" in bad.output
     unwritable = invoke("history", "export", CONV, "-o", str(tmp_path / "no" / "dir.md"))
-    assert unwritable.exit_code == 1
+    assert unwritable.exit_code == 2  # a path that can't be written is bad input
     assert "error: cannot write" in unwritable.output
 
 
