@@ -220,7 +220,7 @@ class TuiConfig(BaseModel):
     """Action id to key(s), e.g. { new_chat = "ctrl+n", plugins = "f2" }; see the help screen."""
 
     theme: str | None = None
-    """Textual theme name (e.g. "textual-light"); empty keeps Textual's default."""
+    """Textual theme (e.g. "textual-light"); empty keeps the default; `config check` lists them."""
 
     @field_validator("theme", mode="before")
     @classmethod

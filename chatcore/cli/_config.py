@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import click
 
-from ._common import _engine_status, _guarded, _load, _print_json, config_option
+from ._common import _engine_status, _fail, _guarded, _load, _print_json, config_option
 from ._root import cli
 
 if TYPE_CHECKING:
@@ -34,6 +34,12 @@ def config_path_cmd(config_path: Path | None) -> None:
 def config_check(config_path: Path | None) -> None:
     """Validate the config, including that every plugin and backend can be loaded."""
     config = _load(config_path)
+    if config.tui.theme:
+        from tui.app import unknown_theme  # Textual's themes: imported only when one is set
+
+        problem = unknown_theme(config)
+        if problem is not None:
+            _fail(problem, 2)
     status = _engine_status(config, all_backends=True)
     broken = [s for s in status.plugins.values() if s.state == "error"]
     for s in broken:
