@@ -15,7 +15,7 @@ from ._config_schema import NAME_HINT, model_at
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping
     from pathlib import Path
 
     from pydantic import BaseModel, ValidationError
@@ -143,6 +143,27 @@ def _file_position(raw: Any, loc: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(position)
 
 
+def file_of(files: Mapping[tuple[Any, ...], Path], loc: tuple[Any, ...]) -> Path | None:
+    """The file that wrote ``loc``, or the nearest table around it (lists replace whole)."""
+    for end in range(len(loc), 0, -1):
+        file = files.get(loc[:end])
+        if file is not None:
+            return file
+    return None
+
+
+def flat_items(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Each leaf of JSON-like data with its location; empty tables and lists are leaves."""
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from flat_items(inner, (*loc, key))
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for index, inner in enumerate(value):
+            yield from flat_items(inner, (*loc, index))
+    else:
+        yield loc, value
+
+
 def translate(
     exc: ValidationError,
     *,
@@ -150,6 +171,7 @@ def translate(
     path: Path | None,
     origins: Mapping[str, str],
     raw: Any,
+    files: Mapping[tuple[Any, ...], Path] | None = None,
 ) -> ConfigError:
     """One :class:`ConfigError` for all of pydantic's complaints, first in file order.
 
@@ -159,8 +181,10 @@ def translate(
         path: The file ``raw`` came from, if any.
         origins: Top-level key -> where its value came from (``$CHATCORE_BACKEND``, ...).
         raw: The data as parsed, for the order of the keys in the file.
+        files: Key -> the file that wrote it, when several files were layered; a
+            problem is then put on the file its value came from.
     """
-    found: list[tuple[tuple[int, ...], str, str]] = []
+    found: list[tuple[tuple[int, ...], str, str, Path | None]] = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
         problem = _describe(error, loc, root)
@@ -171,10 +195,14 @@ def translate(
             loc = loc[:-1]
         if loc and str(loc[0]) in origins:
             problem += f" (from {origins[str(loc[0])]})"
-        found.append((_file_position(raw, loc), dotted(loc), problem))
+        file = (file_of(files, loc) if files else None) or path
+        found.append((_file_position(raw, loc), dotted(loc), problem, file))
     found.sort(key=lambda item: item[0])
-    _, key, problem = found[0]
-    rest = [f"{k}: {p}" for _, k, p in found[1:]]
+    _, key, problem, first_file = found[0]
+    rest = [
+        f"{k}: {p}" + (f" (in {f})" if f != first_file and f is not None else "")
+        for _, k, p, f in found[1:]
+    ]
     if rest:
         problem = "; ".join([problem, *rest])
-    return ConfigError(path, key, problem)
+    return ConfigError(first_file, key, problem)

@@ -79,7 +79,8 @@ def unknown_theme(config: Config) -> str | None:
     close = difflib.get_close_matches(theme, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     problem = f"unknown theme {theme!r}{hint} (themes: {', '.join(names)})"
-    return str(ConfigError(config.source, "tui.theme", problem))
+    where = config.origin(("tui", "theme"))
+    return str(ConfigError(config.source if where == "default" else where, "tui.theme", problem))
 
 
 class ChatcoreApp(App[None]):

@@ -22,11 +22,21 @@ def config_group() -> None:
 @config_group.command("path")
 @config_option
 def config_path_cmd(config_path: Path | None) -> None:
-    """Print which config file is used, and why."""
-    from ..config import resolve_config_path
+    """Print the config files in effect, in order (later ones win), and why."""
+    from ..config import config_layers, user_config_path
 
-    path, source = _guarded(lambda: resolve_config_path(config_path))
-    click.echo(f"{path}  ({source})")
+    root = click.get_current_context().find_root().params
+    layers = _guarded(lambda: config_layers(config_path or root.get("config_path")))
+    for path, source in layers:
+        click.echo(f"{path}  ({source})")
+    if len(layers) == 1 and layers[0][1] in ("--config", "$CHATCORE_CONFIG"):
+        click.echo("note: read alone, not layered over the shipped default", err=True)
+    elif len(layers) == 1:
+        click.echo(
+            f"note: no user config; create {user_config_path()} to layer your settings "
+            "over the shipped default",
+            err=True,
+        )
 
 
 @config_group.command("check")
@@ -52,10 +62,23 @@ def config_check(config_path: Path | None) -> None:
 @config_group.command("show")
 @config_option
 @click.option("--docs", is_flag=True, help="Also print what each key means.")
-def config_show(config_path: Path | None, docs: bool) -> None:
+@click.option(
+    "--origin", is_flag=True, help="One `key = value  # origin` line per value: which file set it."
+)
+def config_show(config_path: Path | None, docs: bool, origin: bool) -> None:
     """Print the effective config as JSON (secrets masked)."""
     config = _load(config_path)
-    _print_json(config.display_dict())
+    if origin:
+        import json
+
+        from .._config_errors import dotted, flat_items
+
+        origins = config.value_origins()
+        for loc, value in flat_items(config.display_dict()):
+            key = dotted(loc)
+            click.echo(f"{key} = {json.dumps(value, ensure_ascii=False)}  # {origins[key]}")
+    else:
+        _print_json(config.display_dict())
     if docs:
         for key, doc in config.field_docs().items():
             click.echo(f"{key}: {doc}")
