@@ -26,6 +26,7 @@ from chatcore.messages import ChatContext, Chunk, Message, Role, Usage
 from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
 from ._common import connection_error, retry_after_seconds, status_error, timeout_error
+from ._settings import OllamaSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -61,6 +62,7 @@ class OllamaBackend(BaseBackendProvider):
         description="Local models through Ollama (https://ollama.com)",
         tags=("local", "offline"),
     )
+    settings_model = OllamaSettings
 
     _client: ollama.AsyncClient | None = None
     url: str = DEFAULT_HOST

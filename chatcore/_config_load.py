@@ -282,11 +282,39 @@ def validate_settings(
 
     Raises:
         ConfigError: naming ``path`` and the dotted key below ``key``
-            (e.g. ``plugins[0].config.patterns[1].regex``).
+            (e.g. ``plugins[0].config.patterns[1].regex``), for each problem.
     """
     raw = dict(data)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        inner = translate(exc, root=model, path=None, origins={}, raw=raw)
-        raise ConfigError(path, f"{key}.{inner.key}" if inner.key else key, inner.problem) from None
+        raise translate(exc, root=model, path=path, origins={}, raw=raw, prefix=key) from None
+
+
+def validate_backend_settings(model: type[BaseModel], config: Config, name: str) -> None:
+    """Check the plugin-specific keys of ``[backends.NAME]`` against its plugin's settings model.
+
+    The common keys (``BackendConfig``'s fields) were checked when the file was
+    loaded; what is left are the plugin's own, and any key its model doesn't name
+    is a mistake (``temprature``), listed with every key the table may hold.
+
+    Raises:
+        ConfigError: naming the file the bad key came from and ``backends.NAME.KEY``.
+    """
+    from ._config_models import BackendConfig
+
+    raw = config.backends[name].options
+    try:
+        model.model_validate(raw)
+    except ValidationError as exc:
+        files = {(key,): config.file_for(("backends", name, key)) for key in raw}
+        raise translate(
+            exc,
+            root=model,
+            path=config.file_for(("backends", name)),
+            origins={},
+            raw=raw,
+            files={loc: file for loc, file in files.items() if file is not None},
+            prefix=f"backends.{name}",
+            also_allowed=list(BackendConfig.model_fields),
+        ) from None

@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._config_errors import KeyedError, dotted, flat_items, translate
+from ._config_errors import KeyedError, dotted, file_of, flat_items, translate
 from ._config_schema import NAME_PATTERN, collect_docs
 from ._config_secrets import mask, mask_url
 from .errors import UnknownBackend
@@ -411,6 +411,10 @@ class Config(BaseModel):
     def sources(self) -> tuple[Path, ...]:
         """Every file read, in order; later ones win (the user config over the shipped one)."""
         return self._sources
+
+    def file_for(self, loc: Loc) -> Path | None:
+        """The file that set the value at ``loc`` (or started its table); else ``source``."""
+        return file_of(self._files, loc) or self._source
 
     def origin(self, loc: Loc) -> str:
         """Where the value at ``loc`` came from: a file, ``$CHATCORE_...``, override or default."""

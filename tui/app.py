@@ -79,8 +79,7 @@ def unknown_theme(config: Config) -> str | None:
     close = difflib.get_close_matches(theme, names, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     problem = f"unknown theme {theme!r}{hint} (themes: {', '.join(names)})"
-    where = config.origin(("tui", "theme"))
-    return str(ConfigError(config.source if where == "default" else where, "tui.theme", problem))
+    return str(ConfigError(config.file_for(("tui", "theme")), "tui.theme", problem))
 
 
 class ChatcoreApp(App[None]):

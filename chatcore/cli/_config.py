@@ -13,6 +13,9 @@ from ._root import cli
 if TYPE_CHECKING:
     from pathlib import Path
 
+    from ..config import Config
+    from ..plugin import PluginStatus
+
 
 @cli.group("config")
 def config_group() -> None:
@@ -53,7 +56,7 @@ def config_check(config_path: Path | None) -> None:
     status = _engine_status(config, all_backends=True)
     broken = [s for s in status.plugins.values() if s.state == "error"]
     for s in broken:
-        click.echo(f"error: {s.name}: {s.last_error}", err=True)
+        click.echo(f"error: {_where(config, s)}", err=True)
     if broken:
         sys.exit(2)
     click.echo(f"ok: {config.source}")
@@ -82,3 +85,33 @@ def config_show(config_path: Path | None, docs: bool, origin: bool) -> None:
     if docs:
         for key, doc in config.field_docs().items():
             click.echo(f"{key}: {doc}")
+
+
+def _where(config: Config, status: PluginStatus) -> str:
+    """A load error as a config error: the file and the dotted key of the table at fault.
+
+    An unknown or unimportable plugin is the ``plugin`` key's fault; anything else
+    the table's. A plugin found in a plugin directory has no table: it keeps its name.
+    """
+    problem = status.last_error or "failed to load"
+    loc: tuple[str | int, ...] | None = None
+    if status.type == "backend" and status.name in config.backends:
+        loc = ("backends", status.name)
+    else:
+        for index, entry in enumerate(config.plugins):
+            if status.name in (entry.name, entry.instance_name) or (
+                entry.name is None and entry.plugin == status.plugin
+            ):
+                loc = ("plugins", index)
+                break
+    if loc is None:
+        return f"{status.name}: {problem}"
+    file = config.file_for(loc)
+    if any(problem.startswith(f"{source}: ") for source in config.sources):
+        return problem  # a ConfigError already: it names its file and key
+    key = f"backends.{loc[1]}" if loc[0] == "backends" else f"plugins[{loc[1]}]"
+    if problem.startswith(f"{key}."):
+        return f"{file}: {problem}"
+    if problem.startswith(f"plugin {status.plugin!r}"):
+        key += ".plugin"
+    return f"{file}: {key}: {problem}"
