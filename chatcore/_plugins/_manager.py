@@ -116,8 +116,9 @@ class PluginManager:
             from ..config import validate_settings
 
             if entry in self.config.plugins:
-                key = f"plugins[{self.config.plugins.index(entry)}].config"
-                where = self.config.source
+                index = self.config.plugins.index(entry)
+                key = f"plugins[{index}].config"
+                where = self.config.file_for(("plugins", index))  # of layered files, its own
             else:  # loaded by load_plugin(), not from the file
                 key, where = f"{entry.instance_name}.config", None
             validate_settings(model, entry.config, path=where, key=key)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from helpers import subprocess_env
 
-from chatcore import _config_load
+from chatcore import _config_load, open_engine
 from chatcore.config import config_layers, load_config, shipped_config_path, user_config_path
 from chatcore.errors import ConfigError
 
@@ -225,3 +225,17 @@ def test_config_show_origin_says_where_each_value_came_from(home: Path) -> None:
     assert "sk-very-secret" not in result.stdout
     plain = run("config", "show", home=home)
     assert json.loads(plain.stdout)["tui"]["theme"] == "textual-light"
+
+
+async def test_a_plugin_table_error_names_the_file_of_the_plugins_list(
+    home: Path, shipped: Path
+) -> None:
+    shipped.write_text(
+        '[backends.echo]\nplugin = "echo"\n[[plugins]]\nplugin = "cache"\nconfig = { ttl = 3 }\n'
+    )
+    user_config(home, '[tui]\ntheme = "textual-light"\n')
+    config = load_config(env={})
+    with pytest.raises(ConfigError) as info:
+        async with open_engine(config):
+            pass
+    assert (info.value.path, info.value.key) == (str(shipped), "plugins[0].config.ttl")
