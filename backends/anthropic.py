@@ -33,6 +33,7 @@ from ._common import (
     status_error,
     timeout_error,
 )
+from ._settings import AnthropicSettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -75,6 +76,7 @@ class AnthropicBackend(BaseBackendProvider):
         description="Anthropic Claude models through the Messages API",
         tags=("remote", "api-key"),
     )
+    settings_model = AnthropicSettings
 
     _client: anthropic.AsyncAnthropic | None = None
 

@@ -16,6 +16,8 @@ import trio
 from chatcore.messages import ChatContext, Chunk, Usage
 from chatcore.plugin import BaseBackendProvider, PluginMetadata
 
+from ._settings import EchoSettings
+
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
 
@@ -39,6 +41,7 @@ class EchoBackend(BaseBackendProvider):
         "(not a language model)",
         tags=("offline", "testing"),
     )
+    settings_model = EchoSettings
 
     async def stream(self, context: ChatContext) -> AsyncIterator[Chunk]:
         last = context.last_user_message

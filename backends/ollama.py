@@ -34,6 +34,7 @@ from ._common import (
     status_error,
     timeout_error,
 )
+from ._settings import OllamaSettings
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -69,6 +70,7 @@ class OllamaBackend(BaseBackendProvider):
         description="Local models through Ollama (https://ollama.com)",
         tags=("local", "offline"),
     )
+    settings_model = OllamaSettings
 
     _client: ollama.AsyncClient | None = None
     url: str = DEFAULT_HOST

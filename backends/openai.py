@@ -32,6 +32,7 @@ from ._common import (
     status_error,
     timeout_error,
 )
+from ._settings import OpenAISettings
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -77,6 +78,7 @@ class OpenAIBackend(BaseBackendProvider):
         "(vLLM, LM Studio, llama.cpp server)",
         tags=("remote", "openai-compatible"),
     )
+    settings_model = OpenAISettings
 
     def __init__(self) -> None:
         super().__init__()

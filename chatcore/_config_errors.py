@@ -15,7 +15,7 @@ from ._config_schema import NAME_HINT, model_at
 from .errors import ConfigError
 
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Iterator, Mapping, Sequence
     from pathlib import Path
 
     from pydantic import BaseModel, ValidationError
@@ -58,11 +58,17 @@ def show_value(value: Any) -> str:
     return text if len(text) <= 60 else text[:57] + "..."
 
 
-def _unknown_key(root: type[BaseModel], loc: tuple[Any, ...]) -> str:
+def _unknown_key(
+    root: type[BaseModel], loc: tuple[Any, ...], also_allowed: Sequence[str] = ()
+) -> str:
     model = model_at(root, loc[:-1])
     if model is None:
         return "unknown key"
     allowed = list(model.model_fields)
+    if len(loc) == 1 and also_allowed:
+        allowed = [*also_allowed, *(name for name in allowed if name not in also_allowed)]
+    if not allowed:  # only a plugin's settings model has no fields at all
+        return "unknown key (this plugin takes no settings)"
     # Also compare with each name's first word, so "timout" finds "timeout_seconds".
     candidates = {name.split("_")[0]: name for name in reversed(allowed)}
     candidates.update({name: name for name in allowed})
@@ -98,14 +104,19 @@ _BOUNDS = {
 }
 
 
-def _describe(error: Mapping[str, Any], loc: tuple[Any, ...], root: type[BaseModel]) -> str:
+def _describe(
+    error: Mapping[str, Any],
+    loc: tuple[Any, ...],
+    root: type[BaseModel],
+    also_allowed: Sequence[str] = (),
+) -> str:
     kind = error["type"]
     ctx = error.get("ctx") or {}
     got = show_value(error.get("input"))
     if kind == "missing":
         return "required key missing"
     if kind == "extra_forbidden":
-        return _unknown_key(root, loc)
+        return _unknown_key(root, loc, also_allowed)
     if kind in _EXPECTED:
         return f"expected {_EXPECTED[kind]}, got {got}"
     if kind in _BOUNDS:
@@ -143,6 +154,27 @@ def _file_position(raw: Any, loc: tuple[Any, ...]) -> tuple[int, ...]:
     return tuple(position)
 
 
+def file_of(files: Mapping[tuple[Any, ...], Path], loc: tuple[Any, ...]) -> Path | None:
+    """The file that wrote ``loc``, or the nearest table around it (lists replace whole)."""
+    for end in range(len(loc), 0, -1):
+        file = files.get(loc[:end])
+        if file is not None:
+            return file
+    return None
+
+
+def flat_items(value: Any, loc: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
+    """Each leaf of JSON-like data with its location; empty tables and lists are leaves."""
+    if isinstance(value, dict) and value:
+        for key, inner in value.items():
+            yield from flat_items(inner, (*loc, key))
+    elif isinstance(value, list) and any(isinstance(v, dict) for v in value):
+        for index, inner in enumerate(value):
+            yield from flat_items(inner, (*loc, index))
+    else:
+        yield loc, value
+
+
 def translate(
     exc: ValidationError,
     *,
@@ -150,6 +182,9 @@ def translate(
     path: Path | None,
     origins: Mapping[str, str],
     raw: Any,
+    files: Mapping[tuple[Any, ...], Path] | None = None,
+    prefix: str = "",
+    also_allowed: Sequence[str] = (),
 ) -> ConfigError:
     """One :class:`ConfigError` for all of pydantic's complaints, first in file order.
 
@@ -159,11 +194,17 @@ def translate(
         path: The file ``raw`` came from, if any.
         origins: Top-level key -> where its value came from (``$CHATCORE_BACKEND``, ...).
         raw: The data as parsed, for the order of the keys in the file.
+        files: Key -> the file that wrote it, when several files were layered; a
+            problem is then put on the file its value came from.
+        prefix: The dotted key of the table ``raw`` is (``plugins[1].config``), put
+            before every key named.
+        also_allowed: Keys allowed at the top of ``raw`` beyond ``root``'s fields (a
+            backend table's common keys, beside its plugin's own).
     """
-    found: list[tuple[tuple[int, ...], str, str]] = []
+    found: list[tuple[tuple[int, ...], str, str, Path | None]] = []
     for error in exc.errors(include_url=False):
         loc = tuple(error["loc"])
-        problem = _describe(error, loc, root)
+        problem = _describe(error, loc, root, also_allowed)
         inner = (error.get("ctx") or {}).get("error")
         if isinstance(inner, KeyedError):
             loc = (*loc, *inner.loc)
@@ -171,10 +212,17 @@ def translate(
             loc = loc[:-1]
         if loc and str(loc[0]) in origins:
             problem += f" (from {origins[str(loc[0])]})"
-        found.append((_file_position(raw, loc), dotted(loc), problem))
+        file = (file_of(files, loc) if files else None) or path
+        key = dotted(loc)
+        if prefix:
+            key = f"{prefix}{key if key.startswith('[') or not key else '.' + key}"
+        found.append((_file_position(raw, loc), key, problem, file))
     found.sort(key=lambda item: item[0])
-    _, key, problem = found[0]
-    rest = [f"{k}: {p}" for _, k, p in found[1:]]
+    _, key, problem, first_file = found[0]
+    rest = [
+        f"{k}: {p}" + (f" (in {f})" if f != first_file and f is not None else "")
+        for _, k, p, f in found[1:]
+    ]
     if rest:
         problem = "; ".join([problem, *rest])
-    return ConfigError(path, key, problem)
+    return ConfigError(first_file, key, problem)

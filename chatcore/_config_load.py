@@ -20,7 +20,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from ._config_errors import dotted, show_value, translate
-from ._config_models import APP_NAME, validate_config
+from ._config_models import APP_NAME, Loc, validate_config
 from .errors import ConfigError
 
 if TYPE_CHECKING:
@@ -33,6 +33,9 @@ USER_CONFIG_NAMES = ("config.toml", "config.yaml", "config.yml")
 ENV_CONFIG = "CHATCORE_CONFIG"
 ENV_BACKEND = "CHATCORE_BACKEND"
 ENV_DATA_DIR = "CHATCORE_DATA_DIR"
+
+SHIPPED_LABEL = "shipped default"
+USER_LABEL = "user config"
 
 _VAR_RE = re.compile(
     r"\$(?P<escape>\$\{)"
@@ -114,24 +117,39 @@ def user_config_path() -> Path:
     return folder / USER_CONFIG_NAMES[0]
 
 
+def config_layers(
+    explicit: str | Path | None = None, *, env: Mapping[str, str] | None = None
+) -> list[tuple[Path, str]]:
+    """The files a configuration is read from, each with a label, later ones winning.
+
+    ``--config FILE`` or ``$CHATCORE_CONFIG`` names one complete file, read alone:
+    what a script or a test writes is all there is. Otherwise the user config, if it
+    exists, layers over the shipped default, so it need only hold what it changes.
+    """
+    env = os.environ if env is None else env
+    if explicit is not None and str(explicit):
+        return [(Path(explicit).expanduser(), "--config")]
+    from_env = env.get(ENV_CONFIG)
+    if from_env:
+        return [(Path(from_env).expanduser(), f"${ENV_CONFIG}")]
+    layers = [(shipped_config_path(), SHIPPED_LABEL)]
+    user = user_config_path()
+    if user.is_file():
+        layers.append((user, USER_LABEL))
+    return layers
+
+
 def resolve_config_path(
     explicit: str | Path | None = None, *, env: Mapping[str, str] | None = None
 ) -> tuple[Path, str]:
-    """Pick the configuration file: ``--config``, ``$CHATCORE_CONFIG``, user config, shipped.
+    """The file that wins: ``--config``, ``$CHATCORE_CONFIG``, user config, shipped default.
+
+    :func:`config_layers` gives every file in effect.
 
     Returns:
         The path and a label saying where it came from.
     """
-    env = os.environ if env is None else env
-    if explicit is not None and str(explicit):
-        return Path(explicit).expanduser(), "--config"
-    from_env = env.get(ENV_CONFIG)
-    if from_env:
-        return Path(from_env).expanduser(), f"${ENV_CONFIG}"
-    user = user_config_path()
-    if user.is_file():
-        return user, "user config"
-    return shipped_config_path(), "shipped default"
+    return config_layers(explicit, env=env)[-1]
 
 
 def _parse(path: Path) -> dict[str, Any]:
@@ -185,27 +203,60 @@ def _iter_env_overrides(env: Mapping[str, str]) -> Iterator[tuple[str, str, str]
             yield key, value, f"${var}"
 
 
+def _layer(
+    base: dict[str, Any],
+    top: dict[str, Any],
+    file: Path,
+    files: dict[Loc, Path],
+    loc: Loc = (),
+) -> None:
+    """Lay ``top`` over ``base``: tables merge key by key, anything else (lists too) replaces."""
+    for key, value in top.items():
+        here = (*loc, key)
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            files[here] = file  # the table's own origin, for a key missing from it
+            _layer(base[key], value, file, files, here)
+            continue
+        base[key] = value
+        for stale in [k for k in files if k[: len(here)] == here]:
+            del files[stale]
+        _record(value, here, file, files)
+
+
+def _record(value: Any, loc: Loc, file: Path, files: dict[Loc, Path]) -> None:
+    files[loc] = file
+    if isinstance(value, dict):
+        for key, inner in value.items():
+            _record(inner, (*loc, key), file, files)
+
+
 def load_config(
     path: str | Path | None = None, *, env: Mapping[str, str] | None = None, **overrides: Any
 ) -> Config:
-    """Load, substitute, override and validate a configuration file.
+    """Load, layer, substitute, override and validate a configuration.
 
     Args:
-        path: The file to read; None follows :func:`resolve_config_path`.
+        path: The one file to read; None follows :func:`config_layers` (the user
+            config over the shipped default).
         env: Environment for ``${VAR}`` and ``$CHATCORE_*``; defaults to ``os.environ``.
         **overrides: Top-level keys to replace last (None values are ignored).
 
     Returns:
-        The validated configuration, with ``source`` set to the file.
+        The validated configuration, with ``source`` set to the file that wins and
+        ``sources`` to every file read, in order.
 
     Raises:
-        ConfigError: The file is missing, unparsable or invalid; the message names the
-            file, the dotted key and the problem.
+        ConfigError: A file is missing, unparsable or invalid; the message names the
+            file the offending value came from, the dotted key and the problem.
     """
     env = os.environ if env is None else env
-    file, _ = resolve_config_path(path, env=env)
-    data = _expand_tree(_parse(file), env, file, ())
-    _anchor_paths(data, file.parent)
+    layers = [file for file, _ in config_layers(path, env=env)]
+    data: dict[str, Any] = {}
+    files: dict[Loc, Path] = {}
+    for file in layers:
+        layer = _expand_tree(_parse(file), env, file, ())
+        _anchor_paths(layer, file.parent)
+        _layer(data, layer, file, files)
     origins: dict[str, str] = {}
     for key, value, origin in _iter_env_overrides(env):
         data[key] = value
@@ -214,7 +265,11 @@ def load_config(
         if value is not None:
             data[key] = value
             origins[key] = "override"
-    return validate_config(data, path=file, origins=origins)
+    for stale in [k for k in files if str(k[0]) in origins]:
+        del files[stale]
+    return validate_config(
+        data, path=layers[-1], origins=origins, files=files, sources=tuple(layers)
+    )
 
 
 SettingsModel = TypeVar("SettingsModel", bound=BaseModel)
@@ -227,11 +282,39 @@ def validate_settings(
 
     Raises:
         ConfigError: naming ``path`` and the dotted key below ``key``
-            (e.g. ``plugins[0].config.patterns[1].regex``).
+            (e.g. ``plugins[0].config.patterns[1].regex``), for each problem.
     """
     raw = dict(data)
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        inner = translate(exc, root=model, path=None, origins={}, raw=raw)
-        raise ConfigError(path, f"{key}.{inner.key}" if inner.key else key, inner.problem) from None
+        raise translate(exc, root=model, path=path, origins={}, raw=raw, prefix=key) from None
+
+
+def validate_backend_settings(model: type[BaseModel], config: Config, name: str) -> None:
+    """Check the plugin-specific keys of ``[backends.NAME]`` against its plugin's settings model.
+
+    The common keys (``BackendConfig``'s fields) were checked when the file was
+    loaded; what is left are the plugin's own, and any key its model doesn't name
+    is a mistake (``temprature``), listed with every key the table may hold.
+
+    Raises:
+        ConfigError: naming the file the bad key came from and ``backends.NAME.KEY``.
+    """
+    from ._config_models import BackendConfig
+
+    raw = config.backends[name].options
+    try:
+        model.model_validate(raw)
+    except ValidationError as exc:
+        files = {(key,): config.file_for(("backends", name, key)) for key in raw}
+        raise translate(
+            exc,
+            root=model,
+            path=config.file_for(("backends", name)),
+            origins={},
+            raw=raw,
+            files={loc: file for loc, file in files.items() if file is not None},
+            prefix=f"backends.{name}",
+            also_allowed=list(BackendConfig.model_fields),
+        ) from None

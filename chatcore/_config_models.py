@@ -23,7 +23,7 @@ from pydantic import (
     model_validator,
 )
 
-from ._config_errors import KeyedError, translate
+from ._config_errors import KeyedError, dotted, file_of, flat_items, translate
 from ._config_schema import NAME_PATTERN, collect_docs
 from ._config_secrets import mask, mask_url
 from .errors import UnknownBackend
@@ -61,6 +61,9 @@ DEFAULT_REDIS_CONNECT_TIMEOUT_SECONDS = 2.0
 DEFAULT_REDIS_COMMAND_TIMEOUT_SECONDS = 5.0
 
 BackendName = Annotated[str, StringConstraints(pattern=NAME_PATTERN)]
+
+Loc = tuple[str | int, ...]
+"""A key's place in the configuration, as pydantic gives it: ``("backends", "echo", "model")``."""
 
 
 def _blank_to_none(value: Any) -> Any:
@@ -223,7 +226,7 @@ class TuiConfig(BaseModel):
     """Action id to key(s), e.g. { new_chat = "ctrl+n", plugins = "f2" }; see the help screen."""
 
     theme: str | None = None
-    """Textual theme name (e.g. "textual-light"); empty keeps Textual's default."""
+    """Textual theme (e.g. "textual-light"); empty keeps the default; `config check` lists them."""
 
     @field_validator("theme", mode="before")
     @classmethod
@@ -356,6 +359,9 @@ class Config(BaseModel):
     """Redis replication settings."""
 
     _source: Path | None = PrivateAttr(default=None)
+    _sources: tuple[Path, ...] = PrivateAttr(default=())
+    _files: dict[Loc, Path] = PrivateAttr(default_factory=dict)
+    _labels: dict[str, str] = PrivateAttr(default_factory=dict)
 
     @field_validator("system_prompt", "data_dir", mode="before")
     @classmethod
@@ -401,8 +407,38 @@ class Config(BaseModel):
 
     @property
     def source(self) -> Path | None:
-        """The file this configuration was loaded from, if any."""
+        """The file this configuration was loaded from (of several, the one that wins)."""
         return self._source
+
+    @property
+    def sources(self) -> tuple[Path, ...]:
+        """Every file read, in order; later ones win (the user config over the shipped one)."""
+        return self._sources
+
+    def file_for(self, loc: Loc) -> Path | None:
+        """The file that set the value at ``loc`` (or started its table); else ``source``."""
+        return file_of(self._files, loc) or self._source
+
+    def origin(self, loc: Loc) -> str:
+        """Where the value at ``loc`` came from: a file, ``$CHATCORE_...``, override or default."""
+        return self._origin(loc, self.model_dump(mode="json"))
+
+    def value_origins(self) -> dict[str, str]:
+        """Each dotted key of :meth:`display_dict` to where its value came from."""
+        data = self.model_dump(mode="json")
+        return {dotted(loc): self._origin(loc, data) for loc, _ in flat_items(self.display_dict())}
+
+    def _origin(self, loc: Loc, data: Any) -> str:
+        if loc and str(loc[0]) in self._labels:
+            return self._labels[str(loc[0])]
+        for end in range(len(loc), 0, -1):
+            file = self._files.get(loc[:end])
+            if file is None:
+                continue
+            # A table merges key by key: its entry says which file started it, not
+            # who set a key left out of it. A list is replaced whole.
+            return str(file) if end == len(loc) or not _is_table(data, loc[:end]) else "default"
+        return "default"
 
     @property
     def resolved_data_dir(self) -> Path:
@@ -447,12 +483,17 @@ class Config(BaseModel):
             ConfigError: An override is unknown or invalid; the key is named.
         """
         data = self.model_dump()
-        origins: dict[str, str] = {}
+        origins = dict(self._labels)
+        files = dict(self._files)
         for key, value in overrides.items():
             if value is not None:
                 data[key] = value
                 origins[key] = "override"
-        return validate_config(data, path=self._source, origins=origins)
+                for stale in [k for k in files if k[0] == key]:
+                    del files[stale]
+        return validate_config(
+            data, path=self._source, origins=origins, files=files, sources=self._sources
+        )
 
     def display_dict(self) -> dict[str, Any]:
         """The effective configuration as JSON-able data, with secrets masked."""
@@ -466,15 +507,45 @@ class Config(BaseModel):
         return collect_docs(type(self))
 
 
-def validate_config(data: Any, *, path: Path | None, origins: Mapping[str, str]) -> Config:
+def _is_table(data: Any, loc: Loc) -> bool:
+    node = data
+    for part in loc:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return False
+    return isinstance(node, dict)
+
+
+def validate_config(
+    data: Any,
+    *,
+    path: Path | None,
+    origins: Mapping[str, str],
+    files: Mapping[Loc, Path] | None = None,
+    sources: tuple[Path, ...] | None = None,
+) -> Config:
     """Validate parsed data into a :class:`Config` loaded from ``path``.
 
+    Args:
+        data: The parsed (and layered) settings.
+        path: The file that wins; errors name it unless ``files`` knows better.
+        origins: Top-level key -> the variable or "override" that set it.
+        files: Key -> the file that wrote it (tables too), when several were layered.
+        sources: Every file read, in order (default: ``path`` alone).
+
     Raises:
-        ConfigError: naming ``path``, the dotted key and what was expected.
+        ConfigError: naming the file the bad value came from, the dotted key and what
+            was expected.
     """
     try:
         config = Config.model_validate(data)
     except ValidationError as exc:
-        raise translate(exc, root=Config, path=path, origins=origins, raw=data) from None
+        raise translate(
+            exc, root=Config, path=path, origins=origins, raw=data, files=files
+        ) from None
     config._source = path
+    config._sources = sources if sources is not None else ((path,) if path else ())
+    config._files = dict(files or {})
+    config._labels = dict(origins)
     return config

@@ -18,7 +18,8 @@ NAME_HINT = "use only letters, digits, '_', '.' and '-'"
 """:data:`NAME_PATTERN` in words, for error messages."""
 
 PLUGIN_OPTIONS_DOC = (
-    "Any other key is plugin-specific (host, base_url, api_key, ...) and is passed to the plugin."
+    "Any other key is plugin-specific (host, base_url, api_key, ...) and is passed to the "
+    "plugin; one with a settings_model (the built-in backends) rejects keys it doesn't know."
 )
 
 

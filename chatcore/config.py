@@ -19,6 +19,7 @@ from ._config_load import ENV_CONFIG as ENV_CONFIG
 from ._config_load import ENV_DATA_DIR as ENV_DATA_DIR
 from ._config_load import USER_CONFIG_NAMES as USER_CONFIG_NAMES
 from ._config_load import SettingsModel as SettingsModel
+from ._config_load import config_layers as config_layers
 from ._config_load import expand_vars as expand_vars
 from ._config_load import load_config as load_config
 from ._config_load import resolve_config_path as resolve_config_path
@@ -87,6 +88,7 @@ __all__ = [
     "RouterConfig",
     "RuntimeConfig",
     "TuiConfig",
+    "config_layers",
     "expand_vars",
     "load_config",
     "resolve_config_path",

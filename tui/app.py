@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import difflib
 import gc
 import signal
 from contextlib import suppress
@@ -41,6 +42,8 @@ __all__ = [
     "SyncUpdated",
     "TextPrompt",
     "run_tui",
+    "theme_names",
+    "unknown_theme",
 ]
 
 EXIT_TERMINATED = 128 + signal.SIGTERM
@@ -62,6 +65,27 @@ GC_THRESHOLDS = (20_000, 10, 10)
 objects that reference counting frees; at Python's default of 700 allocations per
 young collection, survivors of half-drawn frames are promoted and every few seconds
 a full collection pauses the screen."""
+
+
+def theme_names() -> list[str]:
+    """The themes ``[tui] theme`` may name: Textual's built-in ones (the app adds none)."""
+    from textual.theme import BUILTIN_THEMES
+
+    return sorted(BUILTIN_THEMES)
+
+
+def unknown_theme(config: Config) -> str | None:
+    """Why ``[tui] theme`` can't be used (file, key, the themes there are), or None if it can."""
+    from chatcore.errors import ConfigError
+
+    theme = config.tui.theme
+    names = theme_names()
+    if not theme or theme in names:
+        return None
+    close = difflib.get_close_matches(theme, names, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    problem = f"unknown theme {theme!r}{hint} (themes: {', '.join(names)})"
+    return str(ConfigError(config.file_for(("tui", "theme")), "tui.theme", problem))
 
 
 class ChatcoreApp(App[None]):
@@ -104,7 +128,12 @@ class ChatcoreApp(App[None]):
     # -- lifecycle --------------------------------------------------------------------------
 
     def on_mount(self) -> None:
-        if self.config.tui.theme:
+        # An unknown theme would raise out of on_mount and end the app before its first
+        # frame; the default theme serves instead, and the notice says what to fix.
+        problem = unknown_theme(self.config)
+        if problem is not None:
+            self._warn(f"{problem}; using {self.theme} instead.")
+        elif self.config.tui.theme:
             self.theme = self.config.tui.theme
         if self.keys:
             self.set_keymap(self.keys)

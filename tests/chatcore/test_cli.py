@@ -215,7 +215,10 @@ def test_history_show_unknown_id_and_config_commands(tmp_path: Path) -> None:
     assert path.returncode == 0
     assert path.stdout.strip().endswith("(shipped default)")
     config = tmp_path / "mine.toml"
-    config.write_text('[backends.echo]\nplugin = "echo"\napi_key = "sk-very-secret"\n')
+    config.write_text(
+        '[backends.echo]\nplugin = "echo"\n'
+        '[backends.remote]\nplugin = "openai"\napi_key = "sk-very-secret"\n'
+    )
     env_path = run("config", "path", env={"CHATCORE_CONFIG": str(config)})
     assert env_path.stdout.strip() == f"{config}  ($CHATCORE_CONFIG)"
 
@@ -224,7 +227,7 @@ def test_history_show_unknown_id_and_config_commands(tmp_path: Path) -> None:
     shown = run("config", "show", "--config", str(config))
     assert shown.returncode == 0
     assert "sk-very-secret" not in shown.stdout
-    assert json.loads(shown.stdout)["backends"]["echo"]["api_key"] == "***"
+    assert json.loads(shown.stdout)["backends"]["remote"]["api_key"] == "***"
 
 
 def test_config_check_reports_plugins_that_cannot_load(tmp_path: Path) -> None:
@@ -232,7 +235,9 @@ def test_config_check_reports_plugins_that_cannot_load(tmp_path: Path) -> None:
     config.write_text('[[plugins]]\nplugin = "no_such_module:Thing"\nname = "thing"\n')
     result = run("config", "check", "--config", str(config))
     assert result.returncode == 2
-    assert "error: thing: plugin 'no_such_module:Thing': cannot import" in result.stderr
+    assert f"error: {config}: plugins[0].plugin: plugin 'no_such_module:Thing': cannot import" in (
+        result.stderr
+    )
 
 
 def test_backends_list_shows_the_shipped_backends_and_labels_echo() -> None:

@@ -717,6 +717,7 @@ def test_public_surface() -> None:
         "RouterConfig",
         "TuiConfig",
         "RuntimeConfig",
+        "config_layers",
         "expand_vars",
         "load_config",
         "resolve_config_path",
