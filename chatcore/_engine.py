@@ -193,12 +193,19 @@ class Engine:
             )
 
     async def _check_backend_loads(self, backend: str) -> None:
-        # A backend whose plugin cannot be imported is a config mistake, not a failed
-        # turn: say where it is, and store nothing.
+        # A backend that fails before it could start (its plugin can't be imported, a
+        # mistake in its table) is a config mistake, not a failed turn: say where it
+        # is, and store nothing.
         record = await self.plugins.ensure_backend(backend)
-        if record.lifecycle.state is PluginState.ERROR and record.instance is None:
+        lifecycle = record.lifecycle
+        if (
+            lifecycle.state is PluginState.ERROR
+            and PluginState.INITIALIZING not in lifecycle.history
+        ):
+            if record.config_error:
+                raise PluginLoadError(lifecycle.reason or f"backends.{backend}: invalid")
             where = f"{self.config.source}: " if self.config.source is not None else ""
-            raise PluginLoadError(f"{where}backends.{backend}.plugin: {record.lifecycle.reason}")
+            raise PluginLoadError(f"{where}backends.{backend}.plugin: {lifecycle.reason}")
 
     def _validate(self, text: str) -> None:
         if not isinstance(text, str):

@@ -268,6 +268,7 @@ class PluginManager:
             validate_backend_settings(model, self.config, record.name)
         except ConfigError as exc:
             record.lifecycle.transition(PluginState.ERROR, str(exc))
+            record.config_error = True
             return False
         return True
 

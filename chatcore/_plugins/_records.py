@@ -69,6 +69,8 @@ class LoadedPlugin:
     """Where the config file asks for it (``plugins[0]``); None when it was not asked for."""
     required: bool = False
     """Turns are refused while it failed to load (a ``[[plugins]]`` entry's ``required``)."""
+    config_error: bool = False
+    """It failed on a mistake in its config table; the reason names the file and the key."""
 
     @property
     def dependencies(self) -> tuple[str, ...]:

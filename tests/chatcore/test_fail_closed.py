@@ -129,3 +129,21 @@ def test_a_backend_that_cannot_load_is_a_config_error_and_nothing_is_stored(
         timeout=60,
     )
     assert listed.stdout == "(none)\n"
+
+
+def test_a_mistake_in_a_backend_table_is_a_config_error_before_the_turn(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(BASE + "temprature = 0.2\n")
+    result = subprocess.run(
+        [CHATCORE, "--config", str(config), "ask", "hello"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout) == (2, "")
+    assert result.stderr.startswith(
+        f"error: {config}: backends.echo.temprature: unknown key; did you mean 'temperature'?"
+    ), result.stderr
+    assert len(result.stderr.splitlines()) == 1
