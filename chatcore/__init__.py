@@ -65,6 +65,9 @@ if TYPE_CHECKING:
         Chunk as Chunk,
     )
     from .messages import (
+        Citation as Citation,
+    )
+    from .messages import (
         Message as Message,
     )
     from .messages import (
@@ -103,6 +106,7 @@ _EXPORTS = {
     "UnknownBackend": ".errors",
     "ChatContext": ".messages",
     "Chunk": ".messages",
+    "Citation": ".messages",
     "Message": ".messages",
     "MessageStatus": ".messages",
     "Role": ".messages",

@@ -222,7 +222,8 @@ class ReplyStream:
 
     @property
     def message(self) -> Message | None:
-        return self._turn.reply if self._turn.finished.is_set() else None
+        reply = self._turn.reply if self._turn.finished.is_set() else None
+        return None if reply is None else reply.replace(conversation_id=self.conversation_id)
 
     def cancel(self) -> None:
         """Stop the reply; what arrived so far is stored as ``partial``."""

@@ -260,7 +260,7 @@ class Engine:
         if turn.error is not None:
             raise turn.error
         assert turn.reply is not None
-        return turn.reply
+        return turn.reply.replace(conversation_id=turn.conversation.id)
 
     async def _close(self, grace_s: float) -> None:
         """Stop taking turns, end the ones in flight as ``partial``, stop the actors."""

@@ -22,6 +22,7 @@ __all__ = [
     "REPLY_METADATA",
     "ChatContext",
     "Chunk",
+    "Citation",
     "Message",
     "MessageStatus",
     "Role",
@@ -29,6 +30,7 @@ __all__ = [
     "Usage",
     "citation_lines",
     "new_id",
+    "parse_citations",
     "utcnow",
 ]
 
@@ -103,6 +105,9 @@ class Message:
     tokens_out: int | None = None
     status: MessageStatus = MessageStatus.COMPLETE
     metadata: Mapping[str, Any] = field(default_factory=lambda: _EMPTY)
+    conversation_id: str | None = field(default=None, compare=False)
+    """The conversation it is in, on messages the engine hands out (None while a plugin
+    builds one); not part of equality: the same message, wherever it is read from."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "role", Role(self.role))
@@ -127,6 +132,11 @@ class Message:
 
     def with_metadata(self, **items: Any) -> Self:
         return dataclasses.replace(self, metadata={**self.metadata, **items})
+
+    @property
+    def citations(self) -> tuple[Citation, ...]:
+        """The passages this reply drew on (``metadata["citations"]``, set by RAG)."""
+        return parse_citations(self.metadata.get("citations"))
 
     def local(self, plugin: str) -> Any:
         """What ``plugin`` keeps on this message that must not leave the machine, or None."""
@@ -203,26 +213,53 @@ REPLY_METADATA = "reply_metadata"
 metadata: how a feature attaches something to the answer (RAG's ``citations``)."""
 
 
+@dataclass(frozen=True, slots=True)
+class Citation:
+    """A passage a reply drew on: its document, chunk and score (the RAG feature's)."""
+
+    document: str
+    chunk: int | None = None
+    score: float | None = None
+    title: str | None = None
+    heading: str | None = None
+
+
+def parse_citations(citations: object) -> tuple[Citation, ...]:
+    """The citations a reply's metadata carries; anything malformed there is skipped."""
+    if not isinstance(citations, list | tuple):
+        return ()
+    found = []
+    for cited in citations:
+        if not isinstance(cited, Mapping) or "document" not in cited:
+            continue
+        chunk, score = cited.get("chunk"), cited.get("score")
+        title, heading = cited.get("title"), cited.get("heading")
+        found.append(
+            Citation(
+                document=str(cited["document"]),
+                chunk=chunk if isinstance(chunk, int) and not isinstance(chunk, bool) else None,
+                score=float(score) if isinstance(score, int | float) else None,
+                title=str(title) if title else None,
+                heading=str(heading) if heading else None,
+            )
+        )
+    return tuple(found)
+
+
 def citation_lines(citations: object) -> list[str]:
     """``[1] guide.md > Install (chunk 3, score 0.42)`` for each citation a reply carries.
 
     Citations come from the RAG feature as ``reply.metadata["citations"]``; anything
     malformed there is skipped rather than shown as a traceback.
     """
-    if not isinstance(citations, list):
-        return []
     lines = []
-    for number, cited in enumerate(citations, 1):
-        if not isinstance(cited, dict) or "document" not in cited:
-            continue
-        where = str(cited["document"])
-        if cited.get("heading"):
-            where += f" > {cited['heading']}"
+    for number, cited in enumerate(parse_citations(citations), 1):
+        where = cited.document + (f" > {cited.heading}" if cited.heading else "")
         details = []
-        if cited.get("chunk") is not None:
-            details.append(f"chunk {cited['chunk']}")
-        if isinstance(cited.get("score"), int | float):
-            details.append(f"score {cited['score']:.2f}")
+        if cited.chunk is not None:
+            details.append(f"chunk {cited.chunk}")
+        if cited.score is not None:
+            details.append(f"score {cited.score:.2f}")
         suffix = f" ({', '.join(details)})" if details else ""
         lines.append(f"[{number}] {where}{suffix}")
     return lines

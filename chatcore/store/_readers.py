@@ -159,7 +159,7 @@ MESSAGE_SLOTS = (
 )
 
 
-def _message(row: Sequence[Any]) -> Message:
+def _message(row: Sequence[Any], conversation_id: str | None = None) -> Message:
     # Loading a long conversation builds thousands of these: rows this store
     # wrote are already valid, so the fields are set directly, skipping the
     # checks and conversions of Message.__post_init__ (a third of the cost).
@@ -178,6 +178,7 @@ def _message(row: Sequence[Any]) -> Message:
     )
     for name, value in zip(MESSAGE_SLOTS, values, strict=True):
         object.__setattr__(message, name, value)
+    object.__setattr__(message, "conversation_id", conversation_id)
     return message
 
 
@@ -258,7 +259,7 @@ class ConversationReader(StoreConnection):
             "ORDER BY created_at, id",
             [conversation_id],
         )
-        return [_message(row) for row in rows]
+        return [_message(row, conversation_id) for row in rows]
 
     def search(self, text: str, *, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
         """Messages whose content matches every word of ``text``, newest first.

@@ -22,6 +22,7 @@ def test_the_public_surface_changes_only_on_purpose() -> None:
         "ChatContext",
         "ChatcoreError",
         "Chunk",
+        "Citation",
         "Config",
         "ConfigError",
         "Conversation",

@@ -138,11 +138,14 @@ def test_messages_round_trip_exactly(store: Store) -> None:
 
 def test_loaded_messages_have_every_field_of_the_model(store: Store) -> None:
     # Loading sets Message fields directly (fast path): a new field must be loaded too.
-    assert set(MESSAGE_SLOTS) == {f.name for f in dataclasses.fields(Message)}
+    # The conversation id is not a column of the row: it is the one asked for.
+    fields = {f.name for f in dataclasses.fields(Message)}
+    assert {*MESSAGE_SLOTS, "conversation_id"} == fields
     sent = Message.assistant("x", metadata={"a": 1}, tokens_in=1)
     store.write_turns([TurnRecord("c", (sent,))])
     [got] = store.get_messages("c")
     assert got == sent and hash(got.role) == hash(Role.ASSISTANT)
+    assert got.conversation_id == "c"
     assert dataclasses.replace(got, content="y").content == "y"
 
 
