@@ -73,8 +73,16 @@ class ChatcoreApp(App[None]):
         Binding("f2", "plugins", "Plugins", id="plugins"),
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
-        # Ctrl-C quits as in any terminal program, unless there is a selection to copy.
-        Binding("ctrl+c", "copy_or_quit", "Quit", id="copy_or_quit", show=False, priority=True),
+        # Ctrl-C stops a streaming reply first, then quits as in any terminal program,
+        # unless there is a selection to copy.
+        Binding(
+            "ctrl+c",
+            "copy_or_quit",
+            "Stop reply, or quit",
+            id="copy_or_quit",
+            show=False,
+            priority=True,
+        ),
     ]
 
     def __init__(
@@ -154,6 +162,9 @@ class ChatcoreApp(App[None]):
         focused = self.focused
         if isinstance(focused, TextArea) and focused.selected_text:
             self.copy_to_clipboard(focused.selected_text)
+            return
+        if self.chat.streaming:
+            self.chat.action_stop_reply()
             return
         await self.action_quit()
 

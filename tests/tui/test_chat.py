@@ -21,6 +21,8 @@ from tui.screens.chat import MESSAGES_SHOWN, ChatScreen, MessageView
 from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, NoticeView
+from tui.widgets.prompt import PromptInput
+from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -274,6 +276,65 @@ async def test_quitting_during_a_slow_reply_keeps_it_partial(
     assert messages[0].content == LONG_TEXT
     assert messages[1].status is MessageStatus.PARTIAL
     assert messages[1].content.startswith("echo: ")
+
+
+async def test_a_message_typed_while_a_reply_streams_stays_in_the_box(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = RecordingApp(config)
+    app.backend = "slow"
+    async with app.run_test() as pilot:
+        await start_slow_reply(pilot, app)
+        await pilot.press(*"my next question", "enter")
+        await pilot.pause()
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text == "my next question"  # not thrown away
+        assert "A reply is still arriving: escape stops it; your message waits in the box." in (
+            app.notes
+        )
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert prompt.text == "my next question"
+        await pilot.press("enter")  # now it goes
+        await wait_for(lambda: ("user", "my next question") in log_views(app))
+        assert prompt.text == ""
+        await pilot.press("escape")
+        await pilot.press("ctrl+q")
+
+
+async def test_a_generating_indicator_shows_while_a_reply_streams(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await started(app)
+        status = app.chat.query_one(StatusBar)
+        assert "generating" not in str(status.render())
+        await start_slow_reply(pilot, app)
+        assert "generating…" in str(status.render())
+        await pilot.press("escape")
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert "generating" not in str(status.render())
+        await pilot.press("ctrl+q")
+
+
+async def test_ctrl_c_stops_a_streaming_reply_first_and_quits_when_nothing_streams(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await start_slow_reply(pilot, app)
+        await pilot.press("ctrl+c")
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert flags(app) == ["[partial]"]
+        assert app.is_running and app.bridge.running  # stopped the reply, not the app
+        await pilot.press("ctrl+c")
+        await wait_for(lambda: not app.bridge.running)
+    assert app.return_code == 0
+    ((_, messages),) = (await stored(config)).values()
+    assert messages[-1].status is MessageStatus.PARTIAL
 
 
 # --- failures are notices, and the app goes on -------------------------------------------------

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as UIMessage
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
@@ -55,6 +56,13 @@ PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
 
 
 # --- the screen ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Queued(UIMessage):
+    """A message typed before the engine was up, going out now."""
+
+    text: str
 
 
 @dataclass
@@ -149,39 +157,65 @@ class ChatScreen(Screen[None]):
 
     def _send_queued(self) -> None:
         if self.state.queued and self.state.turn is None:
-            self.post_message(PromptInput.Submitted(self.state.queued.pop(0)))
+            self.post_message(_Queued(self.state.queued.pop(0)))
 
     def check_backend(self) -> None:
         """Say in the chat when the current backend can't be reached, and what to do."""
         self.session.check_backend(self.chat_app.backend)
 
     @on(PromptInput.Submitted)
-    async def send(self, event: PromptInput.Submitted) -> None:
+    async def submitted(self, event: PromptInput.Submitted) -> None:
+        prompt = self.query_one(PromptInput)
         if self.state.turn is not None:
+            # Kept in the box, to send with Enter once the reply is over.
             stop = self.chat_app.key_for("stop_reply")
-            self.notify(f"A reply is still arriving: {stop} stops it.", severity="warning")
+            self.notify(
+                f"A reply is still arriving: {stop} stops it; your message waits in the box.",
+                severity="warning",
+            )
             return
         if self.chat_app.bridge.engine is None:
             if self.chat_app.engine_starting:
                 # Typed before the engine was up (it starts after the first frame).
                 self.state.queued.append(event.text)
+                prompt.taken(event.text)
                 self.notify("The engine is starting; your message goes out when it is ready.")
                 return
             self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
+        prompt.taken(event.text)
+        await self.send(event.text)
+
+    @on(_Queued)
+    async def queued_ready(self, event: _Queued) -> None:
+        await self.send(event.text)
+
+    async def send(self, text: str) -> None:
+        """Start a turn with ``text``: show it and the reply as it streams."""
         log = self.query_one("#log", VerticalScroll)
         view = MessageView(Role.ASSISTANT, streaming=True)
-        await log.mount_all([MessageView(Role.USER, event.text), view])
+        await log.mount_all([MessageView(Role.USER, text), view])
         log.scroll_end(animate=False)
         self.state.turns += 1
-        self.state.turn = _TurnState(self.state.turns, view)
-        self.refresh_bindings()
+        self._set_turn(_TurnState(self.state.turns, view))
         self.session.send(
             self.state.turns,
             self.state.conversation_id,
-            event.text,
+            text,
             self.chat_app.backend,
         )
+
+    def _set_turn(self, turn: _TurnState | None) -> None:
+        """The turn whose reply streams now (None: nothing streams); the footer and the
+        status bar's "generating…" follow it."""
+        self.state.turn = turn
+        self.query_one(StatusBar).generating = turn is not None
+        self.refresh_bindings()
+
+    @property
+    def streaming(self) -> bool:
+        """A reply is arriving in the open conversation."""
+        return self.state.turn is not None
 
     def action_stop_reply(self) -> None:
         if self.state.turn is not None:
@@ -209,13 +243,12 @@ class ChatScreen(Screen[None]):
     async def new_chat(self) -> None:
         self.action_stop_reply()
         self.state.conversation_id = None
-        self.state.turn = None
+        self._set_turn(None)
         self._set_title(NEW_TITLE)
         self.chat_app.last_reply = None
         await self.query_one("#log", VerticalScroll).remove_children()
         self.query_one(ConversationList).highlighted = None
         self.query_one(PromptInput).focus()
-        self.refresh_bindings()
 
     def _target(self) -> tuple[str, str] | None:
         """The conversation an action applies to: the highlighted one while the list has
@@ -299,8 +332,7 @@ class ChatScreen(Screen[None]):
         turn = self.state.turn
         if turn is None or turn.key != event.turn:
             return
-        self.state.turn = None
-        self.refresh_bindings()
+        self._set_turn(None)
         message = event.message
         await turn.view.finish(str(message.status) if message is not None else None)
         if event.error is not None and not turn.view.text:
@@ -372,8 +404,7 @@ class ChatScreen(Screen[None]):
     async def on_conversation_opened(self, event: ConversationOpened) -> None:
         if self.state.turn is not None:
             self.action_stop_reply()  # it goes on being saved; we stop showing it
-            self.state.turn = None
-            self.refresh_bindings()
+            self._set_turn(None)
         self.state.conversation_id = event.conversation_id
         self._set_title(event.title)
         self.query_one(ConversationList).select_id(event.conversation_id)

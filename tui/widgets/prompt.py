@@ -1,4 +1,9 @@
-"""The multi-line prompt: Enter sends, Shift+Enter or Ctrl+J starts a new line."""
+"""The multi-line prompt: Enter sends, Shift+Enter or Ctrl+J starts a new line.
+
+Enter only offers the text (``Submitted``); the screen clears the box once it has
+taken the message, so a message it can't send yet (a reply is still arriving)
+stays where it was typed.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +34,11 @@ class PromptInput(TextArea):
     class Submitted(Message):
         text: str
 
+    def taken(self, text: str) -> None:
+        """The screen took ``text``: empty the box, unless it was edited since."""
+        if self.text == text:
+            self.clear()
+
     async def _on_key(self, event: events.Key) -> None:
         if event.key == "enter":
             event.prevent_default()
@@ -36,7 +46,6 @@ class PromptInput(TextArea):
             text = self.text
             if text.strip():
                 self.post_message(self.Submitted(text))
-                self.clear()
             return
         if event.key in ("shift+enter", "ctrl+j"):
             event.prevent_default()
