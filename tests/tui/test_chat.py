@@ -18,7 +18,7 @@ from chatcore import Config, Message, MessageStatus, Role, load_config, open_eng
 from chatcore.store import Store, TurnRecord
 from tui.app import ChatcoreApp
 from tui.screens.chat import MESSAGES_SHOWN, ChatScreen, MessageView
-from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList
+from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList, plain_title
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, NoticeView
 from tui.widgets.prompt import PromptInput
@@ -147,6 +147,39 @@ async def test_type_send_and_see_the_streamed_reply(data_dir: Path) -> None:
         await pilot.press("enter")
         await wait_for(lambda: app.last_reply is not None)
         assert log_views(app) == [("user", "hello there"), ("assistant", "echo: hello there")]
+        await pilot.press("ctrl+q")
+
+
+def screen_lines(app: ChatcoreApp) -> list[str]:
+    """The text of each line on the screen, as a terminal would show it."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+MARKDOWN_PROMPT = "Show me **markdown** and `code`"
+
+
+async def test_markdown_renders_while_streaming_and_after_and_the_title_is_plain(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test(size=(110, 32)) as pilot:
+        await started(app)
+        await pilot.press(*MARKDOWN_PROMPT, "enter")
+        await wait_for(lambda: log_views(app)[-1][1].endswith("`code`"))
+        await pilot.pause()
+        streamed = [line for line in screen_lines(app) if "echo:" in line]
+        assert [line.split("│")[-1].strip() for line in streamed] == [
+            "echo: Show me markdown and code"
+        ]
+        await wait_for(lambda: app.last_reply is not None and bool(app.chat.state.summaries))
+        await pilot.pause(0.2)
+        shown = [line.split("│")[-1].strip() for line in screen_lines(app)]
+        assert "Show me markdown and code" in shown
+        assert "echo: Show me markdown and code" in shown
+        # The title and the list show what the Markdown says, not its asterisks.
+        assert str(app.chat.query_one("#title", Static).render()) == "Show me markdown and code"
+        assert titles(app) == ["Show me markdown and code"]
         await pilot.press("ctrl+q")
 
 
@@ -485,6 +518,20 @@ async def test_typing_in_the_filter_narrows_the_list_and_enter_opens_the_match(
         app.chat.query_one("#filter", Input).value = ""
         await wait_for(lambda: len(titles(app)) == 3)
         await pilot.press("ctrl+q")
+
+
+@pytest.mark.parametrize(
+    ("title", "plain"),
+    [
+        ("Show me **markdown** and `code`", "Show me markdown and code"),
+        ("a [link](https://example.com) and ![a cat](cat.png)", "a link and a cat"),
+        ("2 * 3 = 6 [draft]", "2 * 3 = 6 [draft]"),
+        ("plain words", "plain words"),
+        ("**", "**"),
+    ],
+)
+async def test_titles_show_as_plain_text(title: str, plain: str) -> None:
+    assert plain_title(title) == plain
 
 
 async def test_ten_thousand_conversations_load_and_filter(data_dir: Path) -> None:

@@ -34,7 +34,7 @@ from tui.session import (
     TurnStarted,
     describe_error,
 )
-from tui.widgets.conversations import ConversationList
+from tui.widgets.conversations import ConversationList, plain_title
 from tui.widgets.dialogs import ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
@@ -462,7 +462,7 @@ class ChatScreen(Screen[None]):
 
     def _set_title(self, title: str) -> None:
         self.state.title = title
-        self.query_one("#title", Static).update(title)
+        self.query_one("#title", Static).update(plain_title(title))
 
     def refresh_status(self) -> None:
         status = self.query_one(StatusBar)
