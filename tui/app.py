@@ -98,7 +98,9 @@ class ChatcoreApp(App[None]):
         self.engine_error: str | None = None
         self.last_reply: Message | None = None
         self.keys: dict[str, str] = dict(config.tui.keys)
-        """Action id → key(s) from `[tui.keys]`; the footer and help follow it."""
+        """Action id → key(s) from `[tui.keys]` that are bound; the footer and help follow it."""
+        self._refused_keys: list[str] = []
+        """Why entries of `[tui.keys]` were left out of ``keys``, warned once the chat shows."""
         self.chat = ChatScreen(self.bridge)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -107,6 +109,7 @@ class ChatcoreApp(App[None]):
         if self.config.tui.theme:
             self.theme = self.config.tui.theme
         if self.keys:
+            self._refused_keys = self._refuse_unusable_keys()
             self.set_keymap(self.keys)
         self.push_screen(self.chat)  # it calls check_keys once its widgets are there
         # The first frame comes first; the engine starts right after it.
@@ -169,14 +172,9 @@ class ChatcoreApp(App[None]):
         await self.action_quit()
 
     def check_keys(self) -> None:
-        """Warn about ``[tui.keys]`` entries that can't work as written.
-
-        An id that names no action rebinds nothing (a typo). While the message box has
-        focus, which is most of the time, it gets keys first: what it types (letters)
-        and what it edits with (ctrl+a, ctrl+k, ctrl+y...) never reach the app's and
-        the chat's own bindings, unless they are priority bindings, which in turn
-        would make a letter impossible to type.
-        """
+        """Warn about ``[tui.keys]`` entries that can't work as written (once the chat's
+        widgets exist, every action id is known): an id that names no action rebinds
+        nothing (a typo), and a key the message box uses was refused on mount."""
         known = {row.id for row in key_rows(self)}
         unknown = sorted(set(self.keys) - known)
         if unknown:
@@ -184,29 +182,54 @@ class ChatcoreApp(App[None]):
                 f"[tui.keys] has no action {', '.join(map(repr, unknown))}; "
                 f"{self.key_for('help')} lists the action ids."
             )
+        for text in self._refused_keys:
+            self._warn(text)
+
+    def _refuse_unusable_keys(self) -> list[str]:
+        """Take out of ``keys`` the entries the message box would swallow; say why.
+
+        While the message box has focus, which is most of the time, it gets keys first:
+        what it types (letters), sends and breaks lines with (enter, shift+enter) and
+        edits with (ctrl+a, ctrl+k...) never reach the app's and the chat's own
+        bindings, unless they are priority bindings, which in turn would make a letter
+        impossible to type. Such an action keeps its default key.
+        """
         editing = _keys_of(PromptInput)
         behind_prompt = {
-            b.id: b.priority
+            b.id: b
             for b in [*self.BINDINGS, *ChatScreen.BINDINGS]
             if isinstance(b, Binding) and b.id
         }
+        refused: list[str] = []
         for binding_id, keys in sorted(self.keys.items()):
-            if binding_id not in behind_prompt:
+            binding = behind_prompt.get(binding_id)
+            if binding is None:
                 continue
-            priority = behind_prompt[binding_id]
+            stays = f"so {binding_id} stays on {binding.key.split(',')[0]}"
             for key in sorted(_keys_of(keys)):
                 character = key_to_character(key)
                 if character is not None and character.isprintable():
-                    self._warn(
-                        f"[tui.keys] {binding_id} = {keys!r}: {key} is typed into the message "
-                        + ("box, you couldn't type it any more" if priority else "box instead")
-                        + "; pick a key with ctrl, alt or a function key."
+                    typed = (
+                        "box, you couldn't type it any more" if binding.priority else "box instead"
                     )
-                elif key in editing and not priority:
-                    self._warn(
-                        f"[tui.keys] {binding_id} = {keys!r}: the message box edits with {key} "
-                        "and gets it first while you type; pick another key."
+                    reason = f"{key} is typed into the message {typed}, {stays}; "
+                    reason += "pick a key with ctrl, alt or a function key."
+                elif key in PromptInput.OWN_KEYS and not binding.priority:
+                    reason = (
+                        f"the message box {PromptInput.OWN_KEYS[key]} with {key} and gets it "
+                        f"first while you type, {stays}; pick another key."
                     )
+                elif key in editing and not binding.priority:
+                    reason = (
+                        f"the message box edits with {key} and gets it first while you "
+                        f"type, {stays}; pick another key."
+                    )
+                else:
+                    continue
+                refused.append(f"[tui.keys] {binding_id} = {keys!r}: {reason}")
+                del self.keys[binding_id]
+                break
+        return refused
 
     def _warn(self, text: str) -> None:
         self.notify(text, severity="warning", markup=False, timeout=10)
@@ -335,9 +358,10 @@ class ChatcoreApp(App[None]):
         yield SystemCommand(
             "Quit", "Stop the engine (a reply in flight is kept) and exit", self.action_quit
         )
-        # Textual's own (theme, keys panel, screenshot...), without its second "Quit".
+        # Textual's own (theme, screenshot...), without its second "Quit" and its "Keys"
+        # panel: Help lists every key, of every screen, with the ids [tui.keys] takes.
         for command in super().get_system_commands(screen):
-            if command.title != "Quit":
+            if command.title not in ("Quit", "Keys"):
                 yield command
 
 

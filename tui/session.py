@@ -32,10 +32,12 @@ if TYPE_CHECKING:
     from tui.bridge import EngineBridge
 
 __all__ = [
+    "CONTENT_SEARCH_LIMIT",
     "EXPORTS_DIR",
     "RAG_PLUGIN",
     "Advice",
     "ChatSession",
+    "ContentMatches",
     "ConversationDeleted",
     "ConversationExported",
     "ConversationOpened",
@@ -56,6 +58,8 @@ RAG_PLUGIN = "rag"
 EXPORTS_DIR = "exports"
 """Folder under the data dir that "Export to Markdown" writes to."""
 SLUG_MAX_CHARS = 50
+CONTENT_SEARCH_LIMIT = 500
+"""Messages the conversation filter reads from a full-text search, newest first."""
 
 Advice = Literal["switch_backend", "plugins", "restart"]
 """What a notice suggests doing; the UI words it with the key currently bound."""
@@ -124,6 +128,14 @@ class Notice(UIMessage):
     text: str
     level: Level = "error"
     advice: Advice | None = None
+
+
+@dataclass
+class ContentMatches(UIMessage):
+    """Conversations with a message matching ``query`` (the filter as it was typed)."""
+
+    query: str
+    conversation_ids: frozenset[str]
 
 
 @dataclass
@@ -198,6 +210,11 @@ class ChatSession:
     def load_conversations(self) -> None:
         self._spawn(self._load_conversations)
 
+    def search(self, query: str) -> None:
+        """Find the conversations whose messages match ``query``, every word a prefix (it
+        is being typed); they come back as ``ContentMatches``."""
+        self._spawn(self._search, query)
+
     def open(self, conversation_id: str) -> None:
         """Read a stored conversation (id or unique prefix); it comes back as
         ``ConversationOpened``."""
@@ -249,6 +266,11 @@ class ChatSession:
 
     async def _load_conversations(self) -> None:
         self._post(ConversationsLoaded(await self._engine.conversations()))
+
+    async def _search(self, query: str) -> None:
+        words = " ".join(f"{word.rstrip('*')}*" for word in query.split())
+        hits = await self._engine.search(words, limit=CONTENT_SEARCH_LIMIT)
+        self._post(ContentMatches(query, frozenset(hit.conversation_id for hit in hits)))
 
     async def _open(self, conversation_id: str) -> None:
         conversation = self._engine.conversation(conversation_id)

@@ -534,6 +534,33 @@ async def test_titles_show_as_plain_text(title: str, plain: str) -> None:
     assert plain_title(title) == plain
 
 
+async def test_the_filter_matches_what_was_said_and_typing_on_the_list_filters(
+    data_dir: Path,
+) -> None:
+    config = load_config(default_backend="echo")
+    await seed(config, ["about cats", "they purr when happy"], ["about trains"], ["about pianos"])
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.click("#filter")
+        await pilot.press(*"purr")  # in a message, not in any title
+        await wait_for(lambda: titles(app) == ["about cats"])
+        await pilot.press("backspace", "backspace")  # "pu": the last word is a prefix
+        await wait_for(lambda: titles(app) == ["about cats"])
+        app.chat.query_one("#filter", Input).value = ""
+        await wait_for(lambda: len(titles(app)) == 3)
+
+        listing = conversations(app)
+        listing.focus()
+        await wait_for(lambda: app.chat.focused is listing)
+        await pilot.press(*"trai")  # typed on the list: it goes to the filter
+        await wait_for(lambda: titles(app) == ["about trains"])
+        assert app.chat.query_one("#filter", Input).value == "trai"
+        await pilot.press("enter")
+        await wait_for(lambda: log_views(app)[:1] == [("user", "about trains")])
+        await pilot.press("ctrl+q")
+
+
 async def test_ten_thousand_conversations_load_and_filter(data_dir: Path) -> None:
     config = load_config(default_backend="echo")
 
@@ -581,7 +608,11 @@ async def test_the_palette_has_every_action(data_dir: Path) -> None:
     app = ChatcoreApp(load_config(default_backend="echo"))
     async with app.run_test() as pilot:
         await started(app)
-        commands = [c.title for c in app.get_system_commands(app.screen)]
+        system = list(app.get_system_commands(app.screen))
+        commands = [c.title for c in system]
+        # One way to the keys: the app's Help (all screens, action ids), not also Textual's.
+        helps = [c.title for c in system if "key" in c.help.casefold() or c.title == "Keys"]
+        assert helps == ["Help"]
         for title in [
             "New chat",
             "Switch backend",
@@ -738,11 +769,32 @@ pause_plugin = "z"               # the plugins screen's: fine
         await started(app)
         assert app.notes == [
             "[tui.keys] has no action 'nwe_chat'; f1 lists the action ids.",
-            "[tui.keys] new_chat = 'n': n is typed into the message box instead; "
-            "pick a key with ctrl, alt or a function key.",
+            "[tui.keys] new_chat = 'n': n is typed into the message box instead, so new_chat "
+            "stays on ctrl+n; pick a key with ctrl, alt or a function key.",
             "[tui.keys] plugins = 'ctrl+k': the message box edits with ctrl+k and gets it "
-            "first while you type; pick another key.",
+            "first while you type, so plugins stays on f2; pick another key.",
         ]
+        assert app.key_for("new_chat") == "ctrl+n"
+        assert app.key_for("copy_reply") == "ctrl+e"  # the ones that work are bound
+        await pilot.press("ctrl+q")
+
+
+async def test_binding_a_key_the_message_box_sends_with_is_refused(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    app = RecordingApp(config_from(tmp_path, ECHO + '[tui.keys]\nnew_chat = "enter"\n'))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await started(app)
+        assert app.notes == [
+            "[tui.keys] new_chat = 'enter': the message box sends with enter and gets it "
+            "first while you type, so new_chat stays on ctrl+n; pick another key."
+        ]
+        await send(pilot, "still sends")  # Enter sends; it did not start a new chat
+        assert log_views(app) == [("user", "still sends"), ("assistant", "echo: still sends")]
+        footer = {(k.key, k.description) for k in app.screen.query("FooterKey")}  # type: ignore[attr-defined]
+        assert ("ctrl+n", "New chat") in footer
+        await pilot.press("ctrl+n")
+        await wait_for(lambda: log_views(app) == [])
         await pilot.press("ctrl+q")
 
 

@@ -22,6 +22,7 @@ from chatcore import Role
 from tui.session import (
     Advice,
     ChatSession,
+    ContentMatches,
     ConversationDeleted,
     ConversationExported,
     ConversationOpened,
@@ -82,6 +83,9 @@ class _ScreenState:
     summaries: list[ConversationSummary] = field(default_factory=list)
     earlier: list[Message] = field(default_factory=list)
     """Messages of the open conversation not rendered yet, oldest first."""
+    said: frozenset[str] = frozenset()
+    """Conversations whose messages match the filter as ``said_query`` was typed."""
+    said_query: str = ""
     queued: list[str] = field(default_factory=list)
     """Messages sent while the engine was still starting; they go out once it is ready."""
 
@@ -126,7 +130,8 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="sidebar"):
-                yield Input(placeholder="filter conversations", id="filter")
+                # Not select_on_focus: typing on the list moves here and goes on typing.
+                yield Input(placeholder="filter conversations", id="filter", select_on_focus=False)
                 yield ConversationList(id="conversations")
             with Vertical(id="main"):
                 yield Static(NEW_TITLE, id="title", markup=False)
@@ -231,7 +236,25 @@ class ChatScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def filter_changed(self) -> None:
-        self._show_conversations()
+        self._show_conversations()  # titles at once, what was said when the search answers
+        self._search_content()
+
+    def _search_content(self) -> None:
+        query = self.query_one("#filter", Input).value
+        if query.strip() and self.chat_app.bridge.engine is not None:
+            self.session.search(query)
+
+    def on_content_matches(self, event: ContentMatches) -> None:
+        if event.query == self.query_one("#filter", Input).value:
+            self.state.said, self.state.said_query = event.conversation_ids, event.query
+            self._show_conversations()
+
+    @on(ConversationList.Typed)
+    def typed_on_the_list(self, event: ConversationList.Typed) -> None:
+        search = self.query_one("#filter", Input)
+        search.value += event.character
+        search.cursor_position = len(search.value)
+        search.focus()
 
     @on(Input.Submitted, "#filter")
     def filter_submitted(self) -> None:
@@ -393,13 +416,17 @@ class ChatScreen(Screen[None]):
         if current is not None:
             self._set_title(current.title)
         self._show_conversations()
+        self._search_content()  # a new turn may match the filter now
 
     def _show_conversations(self) -> None:
         listing = self.query_one(ConversationList)
         # Someone moving through the list keeps their place when it refreshes.
         keep = listing.highlighted_id if self.focused is listing else None
         query = self.query_one("#filter", Input).value
-        listing.show(self.state.summaries, query, current=keep or self.state.conversation_id)
+        said = self.state.said if self.state.said_query == query else frozenset()
+        listing.show(
+            self.state.summaries, query, current=keep or self.state.conversation_id, said=said
+        )
 
     async def on_conversation_opened(self, event: ConversationOpened) -> None:
         if self.state.turn is not None:

@@ -1,20 +1,23 @@
-"""The conversation list: newest first, filtered by what is typed above it."""
+"""The conversation list: newest first, filtered by what is typed above it (or on it)."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
 
     from markdown_it import MarkdownIt
+    from textual import events
 
     from chatcore import ConversationSummary
 
@@ -83,14 +86,20 @@ class ConversationList(OptionList):
         query: str = "",
         *,
         current: str | None = None,
+        said: Collection[str] = (),
     ) -> None:
-        """Fill the list with the summaries matching ``query``, keeping their order."""
+        """Fill the list with the summaries matching ``query``, keeping their order: by
+        title, or by what was said in them (``said``: ids a content search found)."""
         terms = query.casefold().split()
         options: list[Option] = []
         self.matched = 0
         for summary in summaries:
             title = plain_title(summary.title)
-            if terms and not (matches(title, terms) or matches(summary.title, terms)):
+            if (
+                terms
+                and summary.id not in said
+                and not (matches(title, terms) or matches(summary.title, terms))
+            ):
                 continue
             self.matched += 1
             if self.matched <= CONVERSATIONS_SHOWN:
@@ -102,6 +111,19 @@ class ConversationList(OptionList):
             options.append(Option("no match" if terms else "no conversations yet", disabled=True))
         self.set_options(options)
         self.select_id(current)
+
+    @dataclass
+    class Typed(Message):
+        """A character typed while the list has focus: it belongs in the filter."""
+
+        character: str
+
+    def on_key(self, event: events.Key) -> None:
+        if not (event.is_printable and event.character) or event.key in self.screen.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        self.post_message(self.Typed(event.character))
 
     def select_id(self, conversation_id: str | None) -> None:
         """Highlight the conversation with this id, if it is shown."""

@@ -8,12 +8,14 @@ stays where it was typed.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, ClassVar
 
 from textual.message import Message
 from textual.widgets import TextArea
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from textual import events
 
 __all__ = ["PromptInput"]
@@ -29,6 +31,13 @@ class PromptInput(TextArea):
         max-height: 10;
     }
     """
+
+    OWN_KEYS: ClassVar[Mapping[str, str]] = {
+        "enter": "sends",
+        "shift+enter": "breaks lines",
+        "ctrl+j": "breaks lines",
+    }
+    """Keys the box handles itself (not through bindings), and what it does with them."""
 
     @dataclass
     class Submitted(Message):
