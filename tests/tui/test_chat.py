@@ -528,6 +528,7 @@ async def test_typing_in_the_filter_narrows_the_list_and_enter_opens_the_match(
         ("2 * 3 = 6 [draft]", "2 * 3 = 6 [draft]"),
         ("plain words", "plain words"),
         ("**", "**"),
+        ("pasted \x1b[2J escape", "pasted \\x1b[2J escape"),
     ],
 )
 async def test_titles_show_as_plain_text(title: str, plain: str) -> None:

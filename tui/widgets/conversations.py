@@ -13,6 +13,8 @@ from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
+from tui.widgets.message import visible_controls
+
 if TYPE_CHECKING:
     from collections.abc import Collection, Sequence
 
@@ -47,6 +49,7 @@ def plain_title(title: str) -> str:
     Titles are the first words of a conversation, often Markdown; one line of
     title shows no styles, and the asterisks and backticks would only be noise.
     """
+    title = visible_controls(title)  # pasted text may hold terminal escapes
     if not _MARKUP.search(title):
         return title  # most titles: no parse (the list rebuilds on every keystroke)
     words: list[str] = []
