@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
 
     from textual.dom import DOMNode
+    from textual.notifications import SeverityLevel
     from textual.screen import Screen
 
     from chatcore import Config, Message
@@ -231,6 +232,18 @@ class ChatcoreApp(App[None]):
                 break
         return refused
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast; plain text unless asked (messages quote "[replication]", titles...)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def _warn(self, text: str) -> None:
         self.notify(text, severity="warning", markup=False, timeout=10)
 
@@ -247,7 +260,8 @@ class ChatcoreApp(App[None]):
                 self.notify(f"Now on {name}")
                 self.chat.check_backend()
 
-        self.push_screen(BackendSwitcher(self.config, self.backend), switched)
+        readiness = self.chat.check_readiness()
+        self.push_screen(BackendSwitcher(self.config, self.backend, readiness), switched)
 
     def action_rename_conversation(self) -> None:
         self.chat.action_rename_conversation()

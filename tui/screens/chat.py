@@ -21,6 +21,8 @@ from textual.widgets import Footer, Input, OptionList, Static
 from chatcore import Role
 from tui.session import (
     Advice,
+    BackendNotReady,
+    BackendReadiness,
     ChatSession,
     ContentMatches,
     ConversationDeleted,
@@ -36,13 +38,14 @@ from tui.session import (
     describe_error,
 )
 from tui.widgets.conversations import ConversationList, plain_title
-from tui.widgets.dialogs import ConfirmDialog, TextPrompt
+from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
+    from textual.notifications import SeverityLevel
 
     from chatcore import ConversationSummary, Message
     from tui.app import ChatcoreApp
@@ -53,6 +56,8 @@ __all__ = ["MESSAGES_SHOWN", "NEW_TITLE", "ChatScreen", "MessageView"]
 MESSAGES_SHOWN = 20
 """Messages rendered when a stored conversation opens; older ones are summarised."""
 NEW_TITLE = "New conversation"
+NOT_READY = "-not-ready"
+"""Class of a "backend is not ready" notice, which goes once a backend answers."""
 PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
 
 
@@ -83,6 +88,8 @@ class _ScreenState:
     summaries: list[ConversationSummary] = field(default_factory=list)
     earlier: list[Message] = field(default_factory=list)
     """Messages of the open conversation not rendered yet, oldest first."""
+    readiness: dict[str, str] = field(default_factory=dict)
+    """Backend name → how ready it was when last asked ("ready", "no key"...)."""
     said: frozenset[str] = frozenset()
     """Conversations whose messages match the filter as ``said_query`` was typed."""
     said_query: str = ""
@@ -149,6 +156,18 @@ class ChatScreen(Screen[None]):
         # Now that the widgets (and their bindings) exist, every action id is known.
         self.chat_app.check_keys()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast, plain text: it quotes titles and config tables ("[draft]")."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_reply" and self.state.turn is None:
             return None  # shown greyed out: there is nothing to stop
@@ -167,6 +186,21 @@ class ChatScreen(Screen[None]):
     def check_backend(self) -> None:
         """Say in the chat when the current backend can't be reached, and what to do."""
         self.session.check_backend(self.chat_app.backend)
+
+    def check_readiness(self) -> dict[str, str]:
+        """Ask every configured backend how ready it is (answers go to the switcher if it
+        is open); return what is known so far."""
+        self.session.check_readiness(list(self.chat_app.config.backends))
+        return dict(self.state.readiness)
+
+    def on_backend_readiness(self, event: BackendReadiness) -> None:
+        self.state.readiness[event.backend] = event.state
+        if isinstance(self.app.screen, BackendSwitcher):
+            self.app.screen.set_readiness(event.backend, event.state)
+
+    async def on_backend_not_ready(self, event: BackendNotReady) -> None:
+        # Stale as soon as a backend answers (removed then): see on_reply_done.
+        await self.show_notice(event.text, level=event.level, advice=event.advice, not_ready=True)
 
     @on(PromptInput.Submitted)
     async def submitted(self, event: PromptInput.Submitted) -> None:
@@ -329,6 +363,9 @@ class ChatScreen(Screen[None]):
             self.session.export(target[0])
 
     def action_add_documents(self) -> None:
+        self.session.want_documents()  # a path is asked for only if the rag plugin is there
+
+    def on_documents_wanted(self) -> None:
         def chosen(path: str | None) -> None:
             if path is not None and path.strip():
                 self.session.add_documents(Path(path.strip()).expanduser())
@@ -360,6 +397,10 @@ class ChatScreen(Screen[None]):
         await turn.view.finish(str(message.status) if message is not None else None)
         if event.error is not None and not turn.view.text:
             await turn.view.remove()  # nothing was said: the notice tells what happened
+        if message is not None and event.error is None and message.content:
+            # A backend answered: warnings that one was not ready are out of date.
+            for stale in self.query(f".{NOT_READY}"):
+                await stale.remove()
         if message is not None:
             if turn.view.is_attached:
                 await turn.view.show_citations(message.metadata.get("citations"))
@@ -391,13 +432,21 @@ class ChatScreen(Screen[None]):
         await self.show_notice(event.text, level=event.level, advice=event.advice)
 
     async def show_notice(
-        self, text: str, *, level: Level = "error", advice: Advice | None = None
+        self,
+        text: str,
+        *,
+        level: Level = "error",
+        advice: Advice | None = None,
+        not_ready: bool = False,
     ) -> None:
         """Put a line from chatcore itself into the log, with what to do about it."""
         if advice is not None:
             text = f"{text}\n→ {self._advice_text(advice)}"
         log = self.query_one("#log", VerticalScroll)
-        await log.mount(NoticeView(text, level=level))
+        notice = NoticeView(text, level=level)
+        if not_ready:
+            notice.add_class(NOT_READY)
+        await log.mount(notice)
         log.scroll_end(animate=False)
 
     def _advice_text(self, advice: Advice) -> str:
