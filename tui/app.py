@@ -7,25 +7,23 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingsMap, BindingType
-from textual.keys import key_to_character
+from textual.binding import Binding, BindingType
 from textual.message import Message as UIMessage
 from textual.widgets import TextArea
 
 from tui.bridge import EngineBridge, EngineFailed, EngineReady
+from tui.keys import unusable_keys
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen, key_rows
 from tui.screens.plugins import PluginsScreen
 
 # The dialogs are re-exported: the help screen lists the screens of the app's module.
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
-from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar, sync_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from textual.dom import DOMNode
     from textual.notifications import SeverityLevel
     from textual.screen import Screen
 
@@ -100,8 +98,10 @@ class ChatcoreApp(App[None]):
         self.last_reply: Message | None = None
         self.keys: dict[str, str] = dict(config.tui.keys)
         """Action id → key(s) from `[tui.keys]` that are bound; the footer and help follow it."""
-        self._refused_keys: list[str] = []
+        self._refused_keys = unusable_keys(self.keys, [*self.BINDINGS, *ChatScreen.BINDINGS])
         """Why entries of `[tui.keys]` were left out of ``keys``, warned once the chat shows."""
+        for binding_id in self._refused_keys:
+            del self.keys[binding_id]
         self.chat = ChatScreen(self.bridge)
 
     # -- lifecycle --------------------------------------------------------------------------
@@ -110,7 +110,6 @@ class ChatcoreApp(App[None]):
         if self.config.tui.theme:
             self.theme = self.config.tui.theme
         if self.keys:
-            self._refused_keys = self._refuse_unusable_keys()
             self.set_keymap(self.keys)
         self.push_screen(self.chat)  # it calls check_keys once its widgets are there
         # The first frame comes first; the engine starts right after it.
@@ -183,54 +182,8 @@ class ChatcoreApp(App[None]):
                 f"[tui.keys] has no action {', '.join(map(repr, unknown))}; "
                 f"{self.key_for('help')} lists the action ids."
             )
-        for text in self._refused_keys:
+        for text in self._refused_keys.values():
             self._warn(text)
-
-    def _refuse_unusable_keys(self) -> list[str]:
-        """Take out of ``keys`` the entries the message box would swallow; say why.
-
-        While the message box has focus, which is most of the time, it gets keys first:
-        what it types (letters), sends and breaks lines with (enter, shift+enter) and
-        edits with (ctrl+a, ctrl+k...) never reach the app's and the chat's own
-        bindings, unless they are priority bindings, which in turn would make a letter
-        impossible to type. Such an action keeps its default key.
-        """
-        editing = _keys_of(PromptInput)
-        behind_prompt = {
-            b.id: b
-            for b in [*self.BINDINGS, *ChatScreen.BINDINGS]
-            if isinstance(b, Binding) and b.id
-        }
-        refused: list[str] = []
-        for binding_id, keys in sorted(self.keys.items()):
-            binding = behind_prompt.get(binding_id)
-            if binding is None:
-                continue
-            stays = f"so {binding_id} stays on {binding.key.split(',')[0]}"
-            for key in sorted(_keys_of(keys)):
-                character = key_to_character(key)
-                if character is not None and character.isprintable():
-                    typed = (
-                        "box, you couldn't type it any more" if binding.priority else "box instead"
-                    )
-                    reason = f"{key} is typed into the message {typed}, {stays}; "
-                    reason += "pick a key with ctrl, alt or a function key."
-                elif key in PromptInput.OWN_KEYS and not binding.priority:
-                    reason = (
-                        f"the message box {PromptInput.OWN_KEYS[key]} with {key} and gets it "
-                        f"first while you type, {stays}; pick another key."
-                    )
-                elif key in editing and not binding.priority:
-                    reason = (
-                        f"the message box edits with {key} and gets it first while you "
-                        f"type, {stays}; pick another key."
-                    )
-                else:
-                    continue
-                refused.append(f"[tui.keys] {binding_id} = {keys!r}: {reason}")
-                del self.keys[binding_id]
-                break
-        return refused
 
     def notify(
         self,
@@ -377,17 +330,6 @@ class ChatcoreApp(App[None]):
         for command in super().get_system_commands(screen):
             if command.title not in ("Quit", "Keys"):
                 yield command
-
-
-def _keys_of(source: type[DOMNode] | str) -> set[str]:
-    """The keys a widget class binds (its bases' too), or those a keymap value names,
-    spelled the way Textual stores them."""
-    if isinstance(source, str):
-        return {b.key for b in Binding.make_bindings([Binding(source, "noop")])}
-    keys: set[str] = set()
-    for cls in source.__mro__:
-        keys.update(BindingsMap(cls.__dict__.get("BINDINGS", [])).key_to_bindings)
-    return keys
 
 
 def run_tui(config: Config, *, backend: str | None = None, conversation: str | None = None) -> None:
