@@ -32,7 +32,15 @@ from .errors import (
 from .hooks import HookRegistry
 from .messages import Chunk, Message, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
-from .store import ConversationSummary, Store, StoreStatistics, StoreWriter, TurnRecord
+from .store import (
+    SEARCH_LIMIT,
+    ConversationSummary,
+    SearchHit,
+    Store,
+    StoreStatistics,
+    StoreWriter,
+    TurnRecord,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Mapping
@@ -146,6 +154,18 @@ class Engine:
         if limit is not None and limit < 1:
             raise ValueError(f"limit must be at least 1, got {limit}")
         return await trio.to_thread.run_sync(lambda: self.store.list_conversations(limit=limit))
+
+    async def search(self, text: str, *, limit: int = SEARCH_LIMIT) -> list[SearchHit]:
+        """Stored messages whose content matches every word of ``text``, newest first.
+
+        Read-only, and the same full-text search as ``chatcore history search``: words,
+        not substrings, a word ending in ``*`` matches as a prefix, and punctuation or
+        FTS5 syntax in ``text`` is taken literally.
+
+        Raises:
+            ValueError: ``limit`` is less than 1.
+        """
+        return await trio.to_thread.run_sync(lambda: self.store.search(text, limit=limit))
 
     async def list_conversations(self, *, limit: int | None = None) -> list[ConversationSummary]:
         """The same as ``conversations()``, under the name earlier code uses."""

@@ -11,25 +11,24 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from textual.app import App, SystemCommand
-from textual.binding import Binding, BindingsMap, BindingType
-from textual.keys import key_to_character
+from textual.binding import Binding, BindingType
 from textual.message import Message as UIMessage
 from textual.widgets import TextArea
 
 from tui.bridge import EngineBridge, EngineFailed, EngineReady
+from tui.keys import unusable_keys
 from tui.screens.chat import ChatScreen
 from tui.screens.help import HelpScreen, key_rows
 from tui.screens.plugins import PluginsScreen
 
 # The dialogs are re-exported: the help screen lists the screens of the app's module.
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
-from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar, sync_text
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-    from textual.dom import DOMNode
+    from textual.notifications import SeverityLevel
     from textual.screen import Screen
 
     from chatcore import Config, Message
@@ -103,8 +102,16 @@ class ChatcoreApp(App[None]):
         Binding("f2", "plugins", "Plugins", id="plugins"),
         Binding("f1", "help", "Help", id="help"),
         Binding("ctrl+q", "quit", "Quit", id="quit", priority=True),
-        # Ctrl-C quits as in any terminal program, unless there is a selection to copy.
-        Binding("ctrl+c", "copy_or_quit", "Quit", id="copy_or_quit", show=False, priority=True),
+        # Ctrl-C stops a streaming reply first, then quits as in any terminal program,
+        # unless there is a selection to copy.
+        Binding(
+            "ctrl+c",
+            "copy_or_quit",
+            "Stop reply, or quit",
+            id="copy_or_quit",
+            show=False,
+            priority=True,
+        ),
     ]
 
     def __init__(
@@ -120,7 +127,11 @@ class ChatcoreApp(App[None]):
         self.engine_error: str | None = None
         self.last_reply: Message | None = None
         self.keys: dict[str, str] = dict(config.tui.keys)
-        """Action id → key(s) from `[tui.keys]`; the footer and help follow it."""
+        """Action id → key(s) from `[tui.keys]` that are bound; the footer and help follow it."""
+        self._refused_keys = unusable_keys(self.keys, [*self.BINDINGS, *ChatScreen.BINDINGS])
+        """Why entries of `[tui.keys]` were left out of ``keys``, warned once the chat shows."""
+        for binding_id in self._refused_keys:
+            del self.keys[binding_id]
         self.chat = ChatScreen(self.bridge)
         self.terminated = False
         """SIGTERM ended the app (`run_tui` then exits with `EXIT_TERMINATED`)."""
@@ -203,17 +214,15 @@ class ChatcoreApp(App[None]):
         if isinstance(focused, TextArea) and focused.selected_text:
             self.copy_to_clipboard(focused.selected_text)
             return
+        if self.chat.streaming:
+            self.chat.action_stop_reply()
+            return
         await self.action_quit()
 
     def check_keys(self) -> None:
-        """Warn about ``[tui.keys]`` entries that can't work as written.
-
-        An id that names no action rebinds nothing (a typo). While the message box has
-        focus, which is most of the time, it gets keys first: what it types (letters)
-        and what it edits with (ctrl+a, ctrl+k, ctrl+y...) never reach the app's and
-        the chat's own bindings, unless they are priority bindings, which in turn
-        would make a letter impossible to type.
-        """
+        """Warn about ``[tui.keys]`` entries that can't work as written (once the chat's
+        widgets exist, every action id is known): an id that names no action rebinds
+        nothing (a typo), and a key the message box uses was refused on mount."""
         known = {row.id for row in key_rows(self)}
         unknown = sorted(set(self.keys) - known)
         if unknown:
@@ -221,29 +230,20 @@ class ChatcoreApp(App[None]):
                 f"[tui.keys] has no action {', '.join(map(repr, unknown))}; "
                 f"{self.key_for('help')} lists the action ids."
             )
-        editing = _keys_of(PromptInput)
-        behind_prompt = {
-            b.id: b.priority
-            for b in [*self.BINDINGS, *ChatScreen.BINDINGS]
-            if isinstance(b, Binding) and b.id
-        }
-        for binding_id, keys in sorted(self.keys.items()):
-            if binding_id not in behind_prompt:
-                continue
-            priority = behind_prompt[binding_id]
-            for key in sorted(_keys_of(keys)):
-                character = key_to_character(key)
-                if character is not None and character.isprintable():
-                    self._warn(
-                        f"[tui.keys] {binding_id} = {keys!r}: {key} is typed into the message "
-                        + ("box, you couldn't type it any more" if priority else "box instead")
-                        + "; pick a key with ctrl, alt or a function key."
-                    )
-                elif key in editing and not priority:
-                    self._warn(
-                        f"[tui.keys] {binding_id} = {keys!r}: the message box edits with {key} "
-                        "and gets it first while you type; pick another key."
-                    )
+        for text in self._refused_keys.values():
+            self._warn(text)
+
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast; plain text unless asked (messages quote "[replication]", titles...)."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
 
     def _warn(self, text: str) -> None:
         self.notify(text, severity="warning", markup=False, timeout=10)
@@ -261,7 +261,8 @@ class ChatcoreApp(App[None]):
                 self.notify(f"Now on {name}")
                 self.chat.check_backend()
 
-        self.push_screen(BackendSwitcher(self.config, self.backend), switched)
+        readiness = self.chat.check_readiness()
+        self.push_screen(BackendSwitcher(self.config, self.backend, readiness), switched)
 
     def action_rename_conversation(self) -> None:
         self.chat.action_rename_conversation()
@@ -372,21 +373,11 @@ class ChatcoreApp(App[None]):
         yield SystemCommand(
             "Quit", "Stop the engine (a reply in flight is kept) and exit", self.action_quit
         )
-        # Textual's own (theme, keys panel, screenshot...), without its second "Quit".
+        # Textual's own (theme, screenshot...), without its second "Quit" and its "Keys"
+        # panel: Help lists every key, of every screen, with the ids [tui.keys] takes.
         for command in super().get_system_commands(screen):
-            if command.title != "Quit":
+            if command.title not in ("Quit", "Keys"):
                 yield command
-
-
-def _keys_of(source: type[DOMNode] | str) -> set[str]:
-    """The keys a widget class binds (its bases' too), or those a keymap value names,
-    spelled the way Textual stores them."""
-    if isinstance(source, str):
-        return {b.key for b in Binding.make_bindings([Binding(source, "noop")])}
-    keys: set[str] = set()
-    for cls in source.__mro__:
-        keys.update(BindingsMap(cls.__dict__.get("BINDINGS", [])).key_to_bindings)
-    return keys
 
 
 def run_tui(config: Config, *, backend: str | None = None, conversation: str | None = None) -> None:

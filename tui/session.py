@@ -23,24 +23,30 @@ from chatcore import (
     PluginError,
     UnknownBackend,
 )
+from chatcore.errors import BackendAuthError, BackendTimeout, BackendUnavailable
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Awaitable, Callable, Iterable, Mapping
     from pathlib import Path
 
     from chatcore import ConversationSummary, Engine, Message, ReplyStream
     from tui.bridge import EngineBridge
 
 __all__ = [
+    "CONTENT_SEARCH_LIMIT",
     "EXPORTS_DIR",
     "RAG_PLUGIN",
     "Advice",
+    "BackendNotReady",
+    "BackendReadiness",
     "ChatSession",
+    "ContentMatches",
     "ConversationDeleted",
     "ConversationExported",
     "ConversationOpened",
     "ConversationRenamed",
     "ConversationsLoaded",
+    "DocumentsWanted",
     "Level",
     "Notice",
     "ReplyChunk",
@@ -49,6 +55,8 @@ __all__ = [
     "TurnStarted",
     "describe_error",
     "export_filename",
+    "readiness",
+    "without_cli_flags",
 ]
 
 RAG_PLUGIN = "rag"
@@ -56,6 +64,13 @@ RAG_PLUGIN = "rag"
 EXPORTS_DIR = "exports"
 """Folder under the data dir that "Export to Markdown" writes to."""
 SLUG_MAX_CHARS = 50
+RAG_MISSING = (
+    f"Adding documents needs the {RAG_PLUGIN} plugin, which is not enabled: add [[plugins]] "
+    f'with plugin = "{RAG_PLUGIN}" to your config (`chatcore config path` shows which file), '
+    "then restart."
+)
+CONTENT_SEARCH_LIMIT = 500
+"""Messages the conversation filter reads from a full-text search, newest first."""
 
 Advice = Literal["switch_backend", "plugins", "restart"]
 """What a notice suggests doing; the UI words it with the key currently bound."""
@@ -127,6 +142,34 @@ class Notice(UIMessage):
 
 
 @dataclass
+class BackendReadiness(UIMessage):
+    """How ready ``backend`` is to answer (``readiness()``), for the backend switcher."""
+
+    backend: str
+    state: str
+
+
+@dataclass
+class BackendNotReady(Notice):
+    """The warning that ``backend`` can't answer now; stale once a backend answers."""
+
+    backend: str = ""
+
+
+@dataclass
+class DocumentsWanted(UIMessage):
+    """The rag plugin is there to take documents: ask which."""
+
+
+@dataclass
+class ContentMatches(UIMessage):
+    """Conversations with a message matching ``query`` (the filter as it was typed)."""
+
+    query: str
+    conversation_ids: frozenset[str]
+
+
+@dataclass
 class ConversationRenamed(UIMessage):
     conversation_id: str
     title: str
@@ -150,6 +193,7 @@ def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
     """The text of a notice for ``exc`` and what to suggest: never a traceback."""
     if isinstance(exc, ChatcoreError):
         text = str(exc) + "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+        text = without_cli_flags(text)
     else:  # a bug somewhere below: say so in one line, the app stays up
         text = f"unexpected error: {type(exc).__name__}: {exc}"
     advice: Advice | None = None
@@ -160,6 +204,29 @@ def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
     elif isinstance(exc, EngineClosed | EngineStopped):
         advice = "restart"
     return text, advice
+
+
+_CLI_BACKEND_HINT = re.compile(
+    r"(?:,? or |; )(?:pick another|switch) backend with --backend(?: NAME)?"
+)
+"""The command line's way to another backend, which the engine's errors suggest; in the
+app, the notice's advice names the key instead."""
+
+
+def without_cli_flags(text: str) -> str:
+    """``text`` without hints that only work on the command line (``--backend NAME``)."""
+    return _CLI_BACKEND_HINT.sub("", text)
+
+
+def readiness(report: Mapping[str, Any] | None, error: BaseException | None) -> str:
+    """One word or two for the backend switcher: ready, no key, unreachable, not ready."""
+    if error is None and report is not None and report.get("ok", True):
+        return "ready"
+    if isinstance(error, BackendAuthError):
+        return "no key" if "no API key" in str(error) else "key refused"
+    if isinstance(error, BackendUnavailable | BackendTimeout):
+        return "unreachable"
+    return "not ready"
 
 
 def export_filename(title: str, conversation_id: str) -> str:
@@ -198,6 +265,11 @@ class ChatSession:
     def load_conversations(self) -> None:
         self._spawn(self._load_conversations)
 
+    def search(self, query: str) -> None:
+        """Find the conversations whose messages match ``query``, every word a prefix (it
+        is being typed); they come back as ``ContentMatches``."""
+        self._spawn(self._search, query)
+
     def open(self, conversation_id: str) -> None:
         """Read a stored conversation (id or unique prefix); it comes back as
         ``ConversationOpened``."""
@@ -214,6 +286,16 @@ class ChatSession:
     def check_backend(self, backend: str) -> None:
         """Post a warning ``Notice`` if ``backend`` cannot answer now."""
         self._spawn(self._health, backend)
+
+    def check_readiness(self, backends: Iterable[str]) -> None:
+        """Ask each backend whether it can answer; each says as ``BackendReadiness``."""
+        for backend in backends:
+            self._spawn(self._readiness, backend)
+
+    def want_documents(self) -> None:
+        """``DocumentsWanted`` if the rag plugin can take documents, else a ``Notice``
+        saying how to enable it (before anyone types a path for nothing)."""
+        self._spawn(self._want_documents)
 
     def rename(self, conversation_id: str, title: str) -> None:
         self._spawn(self._rename, conversation_id, title)
@@ -249,6 +331,11 @@ class ChatSession:
 
     async def _load_conversations(self) -> None:
         self._post(ConversationsLoaded(await self._engine.conversations()))
+
+    async def _search(self, query: str) -> None:
+        words = " ".join(f"{word.rstrip('*')}*" for word in query.split())
+        hits = await self._engine.search(words, limit=CONTENT_SEARCH_LIMIT)
+        self._post(ContentMatches(query, frozenset(hit.conversation_id for hit in hits)))
 
     async def _open(self, conversation_id: str) -> None:
         conversation = self._engine.conversation(conversation_id)
@@ -295,14 +382,37 @@ class ChatSession:
             await engine.plugins.ensure_backend(backend)
             report = await engine.plugins.get_backend_provider(backend).health()
         except ChatcoreError as exc:
-            text = f"Backend {backend} is not ready: {exc}"
-            self._post(Notice(text, "warning", "switch_backend"))
+            text = f"Backend {backend} is not ready: {without_cli_flags(str(exc))}"
+            self._post(BackendNotReady(text, "warning", "switch_backend", backend=backend))
             return
         if not report.get("ok", True):
-            detail = report.get("detail") or "no answer to a health check"
-            self._post(
-                Notice(f"Backend {backend} is not ready: {detail}", "warning", "switch_backend")
-            )
+            detail = without_cli_flags(report.get("detail") or "no answer to a health check")
+            text = f"Backend {backend} is not ready: {detail}"
+            self._post(BackendNotReady(text, "warning", "switch_backend", backend=backend))
+
+    async def _readiness(self, backend: str) -> None:
+        plugins = self._engine.plugins
+        report: Mapping[str, Any] | None = None
+        error: ChatcoreError | None = None
+        try:
+            await plugins.ensure_backend(backend)
+            provider = plugins.get_backend_provider(backend)
+            report = await provider.health()
+            if not report.get("ok", True):
+                # health() says that it failed, not why: the model list tells (no key,
+                # unreachable), or answers, and then the report's detail stands.
+                await provider.list_models()
+        except ChatcoreError as exc:
+            error = exc
+        self._post(BackendReadiness(backend, readiness(report, error)))
+
+    async def _want_documents(self) -> None:
+        try:
+            self._engine.plugins.get_plugin(RAG_PLUGIN)
+        except PluginError:
+            self._post(Notice(RAG_MISSING, "warning"))
+            return
+        self._post(DocumentsWanted())
 
     async def _rename(self, conversation_id: str, title: str) -> None:
         summary = await self._engine.conversation(conversation_id).rename(title)
@@ -339,14 +449,7 @@ class ChatSession:
         try:
             rag = self._engine.plugins.get_plugin(RAG_PLUGIN)
         except PluginError:
-            self._post(
-                Notice(
-                    "Documents are answered from by the rag plugin, which is not enabled: add "
-                    f'[[plugins]] with plugin = "{RAG_PLUGIN}" to your config '
-                    "(`chatcore config path` shows which file), then restart.",
-                    "warning",
-                )
-            )
+            self._post(Notice(RAG_MISSING, "warning"))
             return
         add = getattr(rag, "add", None)
         if add is None:

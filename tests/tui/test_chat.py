@@ -15,12 +15,16 @@ from textual.widgets import Input, OptionList, Static
 
 import tui.app
 from chatcore import Config, Message, MessageStatus, Role, load_config, open_engine
+from chatcore.errors import BackendUnavailable
 from chatcore.store import Store, TurnRecord
 from tui.app import ChatcoreApp
 from tui.screens.chat import MESSAGES_SHOWN, ChatScreen, MessageView
-from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList
+from tui.session import describe_error
+from tui.widgets.conversations import CONVERSATIONS_SHOWN, ConversationList, plain_title
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, NoticeView
+from tui.widgets.prompt import PromptInput
+from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -145,6 +149,39 @@ async def test_type_send_and_see_the_streamed_reply(data_dir: Path) -> None:
         await pilot.press("enter")
         await wait_for(lambda: app.last_reply is not None)
         assert log_views(app) == [("user", "hello there"), ("assistant", "echo: hello there")]
+        await pilot.press("ctrl+q")
+
+
+def screen_lines(app: ChatcoreApp) -> list[str]:
+    """The text of each line on the screen, as a terminal would show it."""
+    return [strip.text for strip in app.screen._compositor.render_strips()]
+
+
+MARKDOWN_PROMPT = "Show me **markdown** and `code`"
+
+
+async def test_markdown_renders_while_streaming_and_after_and_the_title_is_plain(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test(size=(110, 32)) as pilot:
+        await started(app)
+        await pilot.press(*MARKDOWN_PROMPT, "enter")
+        await wait_for(lambda: log_views(app)[-1][1].endswith("`code`"))
+        await pilot.pause()
+        streamed = [line for line in screen_lines(app) if "echo:" in line]
+        assert [line.split("│")[-1].strip() for line in streamed] == [
+            "echo: Show me markdown and code"
+        ]
+        await wait_for(lambda: app.last_reply is not None and bool(app.chat.state.summaries))
+        await pilot.pause(0.2)
+        shown = [line.split("│")[-1].strip() for line in screen_lines(app)]
+        assert "Show me markdown and code" in shown
+        assert "echo: Show me markdown and code" in shown
+        # The title and the list show what the Markdown says, not its asterisks.
+        assert str(app.chat.query_one("#title", Static).render()) == "Show me markdown and code"
+        assert titles(app) == ["Show me markdown and code"]
         await pilot.press("ctrl+q")
 
 
@@ -276,6 +313,65 @@ async def test_quitting_during_a_slow_reply_keeps_it_partial(
     assert messages[1].content.startswith("echo: ")
 
 
+async def test_a_message_typed_while_a_reply_streams_stays_in_the_box(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = RecordingApp(config)
+    app.backend = "slow"
+    async with app.run_test() as pilot:
+        await start_slow_reply(pilot, app)
+        await pilot.press(*"my next question", "enter")
+        await pilot.pause()
+        prompt = app.chat.query_one(PromptInput)
+        assert prompt.text == "my next question"  # not thrown away
+        assert "A reply is still arriving: escape stops it; your message waits in the box." in (
+            app.notes
+        )
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert prompt.text == "my next question"
+        await pilot.press("enter")  # now it goes
+        await wait_for(lambda: ("user", "my next question") in log_views(app))
+        assert prompt.text == ""
+        await pilot.press("escape")
+        await pilot.press("ctrl+q")
+
+
+async def test_a_generating_indicator_shows_while_a_reply_streams(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await started(app)
+        status = app.chat.query_one(StatusBar)
+        assert "generating" not in str(status.render())
+        await start_slow_reply(pilot, app)
+        assert "generating…" in str(status.render())
+        await pilot.press("escape")
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert "generating" not in str(status.render())
+        await pilot.press("ctrl+q")
+
+
+async def test_ctrl_c_stops_a_streaming_reply_first_and_quits_when_nothing_streams(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, SLOW)
+    app = ChatcoreApp(config, backend="slow")
+    async with app.run_test() as pilot:
+        await start_slow_reply(pilot, app)
+        await pilot.press("ctrl+c")
+        await wait_for(lambda: app.chat.state.turn is None)
+        assert flags(app) == ["[partial]"]
+        assert app.is_running and app.bridge.running  # stopped the reply, not the app
+        await pilot.press("ctrl+c")
+        await wait_for(lambda: not app.bridge.running)
+    assert app.return_code == 0
+    ((_, messages),) = (await stored(config)).values()
+    assert messages[-1].status is MessageStatus.PARTIAL
+
+
 # --- failures are notices, and the app goes on -------------------------------------------------
 
 FAILURES = """
@@ -364,6 +460,25 @@ async def test_a_failed_turn_is_a_notice_and_the_app_stays_usable(
         await pilot.press("ctrl+q")
 
 
+@pytest.mark.parametrize(
+    ("said", "shown"),
+    [
+        (
+            "ollama: cannot reach http://x; start it with `ollama serve`, or pick another "
+            "backend with --backend NAME",
+            "ollama: cannot reach http://x; start it with `ollama serve`",
+        ),
+        (
+            "backend 'a' is failing (...; next try in at most 30 s); switch backend with --backend",
+            "backend 'a' is failing (...; next try in at most 30 s)",
+        ),
+        ("a --backend-less message", "a --backend-less message"),
+    ],
+)
+async def test_hints_in_the_app_name_keys_not_command_line_flags(said: str, shown: str) -> None:
+    assert describe_error(BackendUnavailable(said, backend="a")) == (shown, "switch_backend")
+
+
 async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -377,6 +492,7 @@ async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
         (notice,) = notices(app)
         assert notice.startswith("Backend ollama is not ready: ollama: cannot reach")
         assert "ollama serve" in notice
+        assert "--backend" not in notice  # in the app, the hint is a key
         assert "ctrl+b switches backend (also configured: openai, anthropic, echo)" in notice
 
         await pilot.press("ctrl+b")
@@ -387,7 +503,8 @@ async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
         await wait_for(lambda: app.backend == "echo")
         await send(pilot, "hi")
         assert log_views(app)[-1] == ("assistant", "echo: hi")
-        assert len(notices(app)) == 1  # echo is healthy: no second notice
+        # echo answered: the "not ready" notice is stale and goes, and no other comes.
+        await wait_for(lambda: notices(app) == [])
         await pilot.press("ctrl+q")
 
 
@@ -423,6 +540,48 @@ async def test_typing_in_the_filter_narrows_the_list_and_enter_opens_the_match(
         assert titles(app) == ["no match"]
         app.chat.query_one("#filter", Input).value = ""
         await wait_for(lambda: len(titles(app)) == 3)
+        await pilot.press("ctrl+q")
+
+
+@pytest.mark.parametrize(
+    ("title", "plain"),
+    [
+        ("Show me **markdown** and `code`", "Show me markdown and code"),
+        ("a [link](https://example.com) and ![a cat](cat.png)", "a link and a cat"),
+        ("2 * 3 = 6 [draft]", "2 * 3 = 6 [draft]"),
+        ("plain words", "plain words"),
+        ("**", "**"),
+        ("pasted \x1b[2J escape", "pasted \\x1b[2J escape"),
+    ],
+)
+async def test_titles_show_as_plain_text(title: str, plain: str) -> None:
+    assert plain_title(title) == plain
+
+
+async def test_the_filter_matches_what_was_said_and_typing_on_the_list_filters(
+    data_dir: Path,
+) -> None:
+    config = load_config(default_backend="echo")
+    await seed(config, ["about cats", "they purr when happy"], ["about trains"], ["about pianos"])
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await pilot.click("#filter")
+        await pilot.press(*"purr")  # in a message, not in any title
+        await wait_for(lambda: titles(app) == ["about cats"])
+        await pilot.press("backspace", "backspace")  # "pu": the last word is a prefix
+        await wait_for(lambda: titles(app) == ["about cats"])
+        app.chat.query_one("#filter", Input).value = ""
+        await wait_for(lambda: len(titles(app)) == 3)
+
+        listing = conversations(app)
+        listing.focus()
+        await wait_for(lambda: app.chat.focused is listing)
+        await pilot.press(*"trai")  # typed on the list: it goes to the filter
+        await wait_for(lambda: titles(app) == ["about trains"])
+        assert app.chat.query_one("#filter", Input).value == "trai"
+        await pilot.press("enter")
+        await wait_for(lambda: log_views(app)[:1] == [("user", "about trains")])
         await pilot.press("ctrl+q")
 
 
@@ -473,7 +632,11 @@ async def test_the_palette_has_every_action(data_dir: Path) -> None:
     app = ChatcoreApp(load_config(default_backend="echo"))
     async with app.run_test() as pilot:
         await started(app)
-        commands = [c.title for c in app.get_system_commands(app.screen)]
+        system = list(app.get_system_commands(app.screen))
+        commands = [c.title for c in system]
+        # One way to the keys: the app's Help (all screens, action ids), not also Textual's.
+        helps = [c.title for c in system if "key" in c.help.casefold() or c.title == "Keys"]
+        assert helps == ["Help"]
         for title in [
             "New chat",
             "Switch backend",
@@ -630,11 +793,32 @@ pause_plugin = "z"               # the plugins screen's: fine
         await started(app)
         assert app.notes == [
             "[tui.keys] has no action 'nwe_chat'; f1 lists the action ids.",
-            "[tui.keys] new_chat = 'n': n is typed into the message box instead; "
-            "pick a key with ctrl, alt or a function key.",
+            "[tui.keys] new_chat = 'n': n is typed into the message box instead, so new_chat "
+            "stays on ctrl+n; pick a key with ctrl, alt or a function key.",
             "[tui.keys] plugins = 'ctrl+k': the message box edits with ctrl+k and gets it "
-            "first while you type; pick another key.",
+            "first while you type, so plugins stays on f2; pick another key.",
         ]
+        assert app.key_for("new_chat") == "ctrl+n"
+        assert app.key_for("copy_reply") == "ctrl+e"  # the ones that work are bound
+        await pilot.press("ctrl+q")
+
+
+async def test_binding_a_key_the_message_box_sends_with_is_refused(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    app = RecordingApp(config_from(tmp_path, ECHO + '[tui.keys]\nnew_chat = "enter"\n'))
+    async with app.run_test(size=(140, 30)) as pilot:
+        await started(app)
+        assert app.notes == [
+            "[tui.keys] new_chat = 'enter': the message box sends with enter and gets it "
+            "first while you type, so new_chat stays on ctrl+n; pick another key."
+        ]
+        await send(pilot, "still sends")  # Enter sends; it did not start a new chat
+        assert log_views(app) == [("user", "still sends"), ("assistant", "echo: still sends")]
+        footer = {(k.key, k.description) for k in app.screen.query("FooterKey")}  # type: ignore[attr-defined]
+        assert ("ctrl+n", "New chat") in footer
+        await pilot.press("ctrl+n")
+        await wait_for(lambda: log_views(app) == [])
         await pilot.press("ctrl+q")
 
 
@@ -715,13 +899,68 @@ async def test_add_documents_without_the_rag_plugin_says_how_to_enable_it(
     async with app.run_test() as pilot:
         await started(app)
         await pilot.press("ctrl+o")
-        await wait_for(lambda: isinstance(app.screen, TextPrompt))
-        await pilot.press(*str(tmp_path), "enter")
         await wait_for(lambda: bool(notices(app)))
-        assert notices(app)[-1].startswith(
-            "Documents are answered from by the rag plugin, which is not enabled: "
-            'add [[plugins]] with plugin = "rag" to your config'
-        )
+        assert isinstance(app.screen, ChatScreen)  # no path asked for: it could not be used
+        assert notices(app) == [
+            "Adding documents needs the rag plugin, which is not enabled: add [[plugins]] "
+            'with plugin = "rag" to your config (`chatcore config path` shows which file), '
+            "then restart."
+        ]
+        await pilot.press("ctrl+q")
+
+
+async def test_toasts_show_square_brackets_as_written(data_dir: Path) -> None:
+    app = ChatcoreApp(load_config(default_backend="echo"))
+    async with app.run_test(notifications=True) as pilot:
+        await started(app)
+        app.action_sync_now()  # replication is off
+        await wait_for(lambda: bool(app.screen.query("Toast")))
+        (toast,) = app.screen.query("Toast")
+        assert "set [replication] redis_url in the config" in str(toast.render())
+        app.clear_notifications()
+        await send(pilot, "plans")
+        await wait_for(lambda: titles(app) == ["plans"])
+        await pilot.press("ctrl+r")
+        await wait_for(lambda: isinstance(app.screen, TextPrompt))
+        app.screen.query_one(Input).value = "[draft] plans"
+        await pilot.press("enter")
+        await wait_for(lambda: titles(app) == ["[draft] plans"])
+        await wait_for(lambda: bool(app.screen.query("Toast")))
+        assert [str(t.render()) for t in app.screen.query("Toast")] == [
+            "Renamed to “[draft] plans”."
+        ]
+        await pilot.press("ctrl+q")
+
+
+async def test_the_backend_switcher_shows_whether_each_backend_is_ready(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    backends = f"""
+[backends.down]
+plugin = "ollama"
+host = "http://127.0.0.1:{closed_port()}"
+model = "llama3.2"
+max_retries = 0
+
+[backends.nokey]
+plugin = "openai"
+base_url = "https://api.openai.com/v1"
+model = "gpt-4o-mini"
+"""
+    app = ChatcoreApp(config_from(tmp_path, ECHO + backends))
+    async with app.run_test(size=(120, 30)) as pilot:
+        await started(app)
+        await pilot.press("ctrl+b")
+        await wait_for(lambda: isinstance(app.screen, BackendSwitcher))
+        switcher = app.screen
+
+        def rows() -> list[str]:
+            return [str(o.prompt) for o in switcher.query_one(OptionList).options]
+
+        await wait_for(lambda: not any("checking" in row for row in rows()))
+        assert [row.split("  ")[-1] for row in rows()] == ["ready", "unreachable", "no key"]
+        assert rows()[0].startswith("● echo")
+        await pilot.press("escape")
         await pilot.press("ctrl+q")
 
 

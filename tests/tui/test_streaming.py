@@ -9,7 +9,7 @@ from textual.app import App, ComposeResult
 from textual.widgets import Markdown, Static
 
 from chatcore import Role
-from tui.widgets.message import MessageView, StreamingBody, settled_length
+from tui.widgets.message import MessageView, NoticeView, StreamingBody, settled_length
 
 FENCED = "Intro line\n\n```python\nx = 1\n\ny = 2\n```\n\nAfter the code\n"
 
@@ -107,3 +107,43 @@ async def test_quitting_right_after_a_reply_ends_is_clean() -> None:
         await view.finish("complete")
         app.exit()
     assert app.return_code == 0
+
+
+HOSTILE = "red \x1b[31malert\x1b[0m, title \x1b]0;pwned\x07, clear \x1b[2J\x9b5m\r\n\r\nnext line"
+"""Model output that would recolour, retitle and clear the terminal if passed through."""
+SHOWN = "red \\x1b[31malert\\x1b[0m, title \\x1b]0;pwned\\x07, clear \\x1b[2J\\x9b5m"
+
+
+class Hostile(App[None]):
+    def compose(self) -> ComposeResult:
+        yield MessageView(Role.ASSISTANT, streaming=True)
+        yield MessageView(Role.ASSISTANT, HOSTILE, status="error", note="\x1b[5m")
+        yield NoticeView(f"backend said: {HOSTILE}")
+
+
+def screen_text(app: App[None]) -> list[str]:
+    return [strip.text.strip() for strip in app.screen._compositor.render_strips()]
+
+
+@pytest.mark.asyncio
+async def test_control_characters_in_a_reply_show_as_escapes_never_reach_the_terminal() -> None:
+    app = Hostile()
+    async with app.run_test(size=(120, 24)) as pilot:
+        live = app.query(MessageView).first()
+        for i in range(0, len(HOSTILE), 5):  # "\r" and "\n" arrive in different chunks
+            await live.append(HOSTILE[i : i + 5])
+        await pilot.pause()
+        lines = screen_text(app)
+        assert sum(line.endswith(SHOWN) for line in lines) == 3  # streaming, stored, and the notice
+        assert lines.count("next line") == 3
+        assert "[error] \\x1b[5m" in lines
+        await live.finish("complete")
+        await pilot.pause()
+        await pilot.pause()
+        assert not live.query(StreamingBody)
+        assert live.text == HOSTILE  # kept as said; only its display is escaped
+        lines = screen_text(app)
+        assert sum(line.endswith(SHOWN) for line in lines) == 3
+        assert not [
+            line for line in lines if any(ord(c) < 32 or 0x7F <= ord(c) < 0xA0 for c in line)
+        ]

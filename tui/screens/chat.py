@@ -14,13 +14,17 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from textual import on
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.message import Message as UIMessage
 from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
 from chatcore import Role
 from tui.session import (
     Advice,
+    BackendNotReady,
+    BackendReadiness,
     ChatSession,
+    ContentMatches,
     ConversationDeleted,
     ConversationExported,
     ConversationOpened,
@@ -33,14 +37,15 @@ from tui.session import (
     TurnStarted,
     describe_error,
 )
-from tui.widgets.conversations import ConversationList
-from tui.widgets.dialogs import ConfirmDialog, TextPrompt
+from tui.widgets.conversations import ConversationList, plain_title
+from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
 from tui.widgets.status import StatusBar
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
+    from textual.notifications import SeverityLevel
 
     from chatcore import ConversationSummary, Message
     from tui.app import ChatcoreApp
@@ -51,10 +56,19 @@ __all__ = ["MESSAGES_SHOWN", "NEW_TITLE", "ChatScreen", "MessageView"]
 MESSAGES_SHOWN = 20
 """Messages rendered when a stored conversation opens; older ones are summarised."""
 NEW_TITLE = "New conversation"
+NOT_READY = "-not-ready"
+"""Class of a "backend is not ready" notice, which goes once a backend answers."""
 PROMPT_PLACEHOLDER = "Message · Enter sends · Shift+Enter new line"
 
 
 # --- the screen ----------------------------------------------------------------------------------
+
+
+@dataclass
+class _Queued(UIMessage):
+    """A message typed before the engine was up, going out now."""
+
+    text: str
 
 
 @dataclass
@@ -74,6 +88,11 @@ class _ScreenState:
     summaries: list[ConversationSummary] = field(default_factory=list)
     earlier: list[Message] = field(default_factory=list)
     """Messages of the open conversation not rendered yet, oldest first."""
+    readiness: dict[str, str] = field(default_factory=dict)
+    """Backend name → how ready it was when last asked ("ready", "no key"...)."""
+    said: frozenset[str] = frozenset()
+    """Conversations whose messages match the filter as ``said_query`` was typed."""
+    said_query: str = ""
     queued: list[str] = field(default_factory=list)
     """Messages sent while the engine was still starting; they go out once it is ready."""
 
@@ -118,7 +137,8 @@ class ChatScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         with Horizontal():
             with Vertical(id="sidebar"):
-                yield Input(placeholder="filter conversations", id="filter")
+                # Not select_on_focus: typing on the list moves here and goes on typing.
+                yield Input(placeholder="filter conversations", id="filter", select_on_focus=False)
                 yield ConversationList(id="conversations")
             with Vertical(id="main"):
                 yield Static(NEW_TITLE, id="title", markup=False)
@@ -136,6 +156,18 @@ class ChatScreen(Screen[None]):
         # Now that the widgets (and their bindings) exist, every action id is known.
         self.chat_app.check_keys()
 
+    def notify(
+        self,
+        message: str,
+        *,
+        title: str = "",
+        severity: SeverityLevel = "information",
+        timeout: float | None = None,
+        markup: bool = False,
+    ) -> None:
+        """A toast, plain text: it quotes titles and config tables ("[draft]")."""
+        super().notify(message, title=title, severity=severity, timeout=timeout, markup=markup)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         if action == "stop_reply" and self.state.turn is None:
             return None  # shown greyed out: there is nothing to stop
@@ -149,39 +181,80 @@ class ChatScreen(Screen[None]):
 
     def _send_queued(self) -> None:
         if self.state.queued and self.state.turn is None:
-            self.post_message(PromptInput.Submitted(self.state.queued.pop(0)))
+            self.post_message(_Queued(self.state.queued.pop(0)))
 
     def check_backend(self) -> None:
         """Say in the chat when the current backend can't be reached, and what to do."""
         self.session.check_backend(self.chat_app.backend)
 
+    def check_readiness(self) -> dict[str, str]:
+        """Ask every configured backend how ready it is (answers go to the switcher if it
+        is open); return what is known so far."""
+        self.session.check_readiness(list(self.chat_app.config.backends))
+        return dict(self.state.readiness)
+
+    def on_backend_readiness(self, event: BackendReadiness) -> None:
+        self.state.readiness[event.backend] = event.state
+        if isinstance(self.app.screen, BackendSwitcher):
+            self.app.screen.set_readiness(event.backend, event.state)
+
+    async def on_backend_not_ready(self, event: BackendNotReady) -> None:
+        # Stale as soon as a backend answers (removed then): see on_reply_done.
+        await self.show_notice(event.text, level=event.level, advice=event.advice, not_ready=True)
+
     @on(PromptInput.Submitted)
-    async def send(self, event: PromptInput.Submitted) -> None:
+    async def submitted(self, event: PromptInput.Submitted) -> None:
+        prompt = self.query_one(PromptInput)
         if self.state.turn is not None:
+            # Kept in the box, to send with Enter once the reply is over.
             stop = self.chat_app.key_for("stop_reply")
-            self.notify(f"A reply is still arriving: {stop} stops it.", severity="warning")
+            self.notify(
+                f"A reply is still arriving: {stop} stops it; your message waits in the box.",
+                severity="warning",
+            )
             return
         if self.chat_app.bridge.engine is None:
             if self.chat_app.engine_starting:
                 # Typed before the engine was up (it starts after the first frame).
                 self.state.queued.append(event.text)
+                prompt.taken(event.text)
                 self.notify("The engine is starting; your message goes out when it is ready.")
                 return
             self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
+        prompt.taken(event.text)
+        await self.send(event.text)
+
+    @on(_Queued)
+    async def queued_ready(self, event: _Queued) -> None:
+        await self.send(event.text)
+
+    async def send(self, text: str) -> None:
+        """Start a turn with ``text``: show it and the reply as it streams."""
         log = self.query_one("#log", VerticalScroll)
         view = MessageView(Role.ASSISTANT, streaming=True)
-        await log.mount_all([MessageView(Role.USER, event.text), view])
+        await log.mount_all([MessageView(Role.USER, text), view])
         log.scroll_end(animate=False)
         self.state.turns += 1
-        self.state.turn = _TurnState(self.state.turns, view)
-        self.refresh_bindings()
+        self._set_turn(_TurnState(self.state.turns, view))
         self.session.send(
             self.state.turns,
             self.state.conversation_id,
-            event.text,
+            text,
             self.chat_app.backend,
         )
+
+    def _set_turn(self, turn: _TurnState | None) -> None:
+        """The turn whose reply streams now (None: nothing streams); the footer and the
+        status bar's "generating…" follow it."""
+        self.state.turn = turn
+        self.query_one(StatusBar).generating = turn is not None
+        self.refresh_bindings()
+
+    @property
+    def streaming(self) -> bool:
+        """A reply is arriving in the open conversation."""
+        return self.state.turn is not None
 
     def action_stop_reply(self) -> None:
         if self.state.turn is not None:
@@ -197,7 +270,25 @@ class ChatScreen(Screen[None]):
 
     @on(Input.Changed, "#filter")
     def filter_changed(self) -> None:
-        self._show_conversations()
+        self._show_conversations()  # titles at once, what was said when the search answers
+        self._search_content()
+
+    def _search_content(self) -> None:
+        query = self.query_one("#filter", Input).value
+        if query.strip() and self.chat_app.bridge.engine is not None:
+            self.session.search(query)
+
+    def on_content_matches(self, event: ContentMatches) -> None:
+        if event.query == self.query_one("#filter", Input).value:
+            self.state.said, self.state.said_query = event.conversation_ids, event.query
+            self._show_conversations()
+
+    @on(ConversationList.Typed)
+    def typed_on_the_list(self, event: ConversationList.Typed) -> None:
+        search = self.query_one("#filter", Input)
+        search.value += event.character
+        search.cursor_position = len(search.value)
+        search.focus()
 
     @on(Input.Submitted, "#filter")
     def filter_submitted(self) -> None:
@@ -209,13 +300,12 @@ class ChatScreen(Screen[None]):
     async def new_chat(self) -> None:
         self.action_stop_reply()
         self.state.conversation_id = None
-        self.state.turn = None
+        self._set_turn(None)
         self._set_title(NEW_TITLE)
         self.chat_app.last_reply = None
         await self.query_one("#log", VerticalScroll).remove_children()
         self.query_one(ConversationList).highlighted = None
         self.query_one(PromptInput).focus()
-        self.refresh_bindings()
 
     def _target(self) -> tuple[str, str] | None:
         """The conversation an action applies to: the highlighted one while the list has
@@ -273,6 +363,9 @@ class ChatScreen(Screen[None]):
             self.session.export(target[0])
 
     def action_add_documents(self) -> None:
+        self.session.want_documents()  # a path is asked for only if the rag plugin is there
+
+    def on_documents_wanted(self) -> None:
         def chosen(path: str | None) -> None:
             if path is not None and path.strip():
                 self.session.add_documents(Path(path.strip()).expanduser())
@@ -299,12 +392,15 @@ class ChatScreen(Screen[None]):
         turn = self.state.turn
         if turn is None or turn.key != event.turn:
             return
-        self.state.turn = None
-        self.refresh_bindings()
+        self._set_turn(None)
         message = event.message
         await turn.view.finish(str(message.status) if message is not None else None)
         if event.error is not None and not turn.view.text:
             await turn.view.remove()  # nothing was said: the notice tells what happened
+        if message is not None and event.error is None and message.content:
+            # A backend answered: warnings that one was not ready are out of date.
+            for stale in self.query(f".{NOT_READY}"):
+                await stale.remove()
         if message is not None:
             if turn.view.is_attached:
                 await turn.view.show_citations(message.metadata.get("citations"))
@@ -336,13 +432,21 @@ class ChatScreen(Screen[None]):
         await self.show_notice(event.text, level=event.level, advice=event.advice)
 
     async def show_notice(
-        self, text: str, *, level: Level = "error", advice: Advice | None = None
+        self,
+        text: str,
+        *,
+        level: Level = "error",
+        advice: Advice | None = None,
+        not_ready: bool = False,
     ) -> None:
         """Put a line from chatcore itself into the log, with what to do about it."""
         if advice is not None:
             text = f"{text}\n→ {self._advice_text(advice)}"
         log = self.query_one("#log", VerticalScroll)
-        await log.mount(NoticeView(text, level=level))
+        notice = NoticeView(text, level=level)
+        if not_ready:
+            notice.add_class(NOT_READY)
+        await log.mount(notice)
         log.scroll_end(animate=False)
 
     def _advice_text(self, advice: Advice) -> str:
@@ -361,19 +465,22 @@ class ChatScreen(Screen[None]):
         if current is not None:
             self._set_title(current.title)
         self._show_conversations()
+        self._search_content()  # a new turn may match the filter now
 
     def _show_conversations(self) -> None:
         listing = self.query_one(ConversationList)
         # Someone moving through the list keeps their place when it refreshes.
         keep = listing.highlighted_id if self.focused is listing else None
         query = self.query_one("#filter", Input).value
-        listing.show(self.state.summaries, query, current=keep or self.state.conversation_id)
+        said = self.state.said if self.state.said_query == query else frozenset()
+        listing.show(
+            self.state.summaries, query, current=keep or self.state.conversation_id, said=said
+        )
 
     async def on_conversation_opened(self, event: ConversationOpened) -> None:
         if self.state.turn is not None:
             self.action_stop_reply()  # it goes on being saved; we stop showing it
-            self.state.turn = None
-            self.refresh_bindings()
+            self._set_turn(None)
         self.state.conversation_id = event.conversation_id
         self._set_title(event.title)
         self.query_one(ConversationList).select_id(event.conversation_id)
@@ -431,7 +538,7 @@ class ChatScreen(Screen[None]):
 
     def _set_title(self, title: str) -> None:
         self.state.title = title
-        self.query_one("#title", Static).update(title)
+        self.query_one("#title", Static).update(plain_title(title))
 
     def refresh_status(self) -> None:
         status = self.query_one(StatusBar)

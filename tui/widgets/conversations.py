@@ -1,25 +1,65 @@
-"""The conversation list: newest first, filtered by what is typed above it."""
+"""The conversation list: newest first, filtered by what is typed above it (or on it)."""
 
 from __future__ import annotations
 
 import contextlib
+import functools
+import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, ClassVar
 
 from textual.binding import Binding, BindingType
+from textual.message import Message
 from textual.widgets import OptionList
 from textual.widgets.option_list import Option, OptionDoesNotExist
 
+from tui.widgets.message import visible_controls
+
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Collection, Sequence
+
+    from markdown_it import MarkdownIt
+    from textual import events
 
     from chatcore import ConversationSummary
 
-__all__ = ["CONVERSATIONS_SHOWN", "ConversationList", "matches"]
+__all__ = ["CONVERSATIONS_SHOWN", "ConversationList", "matches", "plain_title"]
 
 CONVERSATIONS_SHOWN = 1000
 """Rows put in the list at once. OptionList measures every row it holds, so ten
 thousand rows cost a visible pause on each keystroke; beyond this many matches
 the list says how many more there are and the filter narrows them down."""
+
+
+@functools.cache
+def _inline_parser() -> MarkdownIt:
+    from markdown_it import MarkdownIt
+
+    return MarkdownIt("commonmark")
+
+
+_MARKUP = re.compile(r"[*_`\[\]!<&\\~]")
+"""Characters without which a title's Markdown is its text."""
+
+
+@functools.lru_cache(maxsize=65_536)
+def plain_title(title: str) -> str:
+    """A title as its Markdown reads (``Show me **this**`` → ``Show me this``).
+
+    Titles are the first words of a conversation, often Markdown; one line of
+    title shows no styles, and the asterisks and backticks would only be noise.
+    """
+    title = visible_controls(title)  # pasted text may hold terminal escapes
+    if not _MARKUP.search(title):
+        return title  # most titles: no parse (the list rebuilds on every keystroke)
+    words: list[str] = []
+    for line in _inline_parser().parseInline(title):
+        for token in line.children or []:
+            if token.type in ("text", "code_inline", "html_inline", "image"):
+                words.append(token.content)  # an image's content is its alt text
+            elif token.type in ("softbreak", "hardbreak"):
+                words.append(" ")
+    return "".join(words).strip() or title
 
 
 def matches(title: str, terms: Sequence[str]) -> bool:
@@ -49,17 +89,24 @@ class ConversationList(OptionList):
         query: str = "",
         *,
         current: str | None = None,
+        said: Collection[str] = (),
     ) -> None:
-        """Fill the list with the summaries matching ``query``, keeping their order."""
+        """Fill the list with the summaries matching ``query``, keeping their order: by
+        title, or by what was said in them (``said``: ids a content search found)."""
         terms = query.casefold().split()
         options: list[Option] = []
         self.matched = 0
         for summary in summaries:
-            if terms and not matches(summary.title, terms):
+            title = plain_title(summary.title)
+            if (
+                terms
+                and summary.id not in said
+                and not (matches(title, terms) or matches(summary.title, terms))
+            ):
                 continue
             self.matched += 1
             if self.matched <= CONVERSATIONS_SHOWN:
-                options.append(Option(summary.title, id=summary.id))
+                options.append(Option(title, id=summary.id))
         hidden = self.matched - len(options)
         if hidden:
             options.append(Option(f"… {hidden:,} more: type to narrow", disabled=True))
@@ -67,6 +114,19 @@ class ConversationList(OptionList):
             options.append(Option("no match" if terms else "no conversations yet", disabled=True))
         self.set_options(options)
         self.select_id(current)
+
+    @dataclass
+    class Typed(Message):
+        """A character typed while the list has focus: it belongs in the filter."""
+
+        character: str
+
+    def on_key(self, event: events.Key) -> None:
+        if not (event.is_printable and event.character) or event.key in self.screen.active_bindings:
+            return
+        event.stop()
+        event.prevent_default()
+        self.post_message(self.Typed(event.character))
 
     def select_id(self, conversation_id: str | None) -> None:
         """Highlight the conversation with this id, if it is shown."""

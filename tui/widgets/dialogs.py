@@ -12,6 +12,8 @@ from textual.widgets import Button, Input, Label, OptionList
 from textual.widgets.option_list import Option
 
 if TYPE_CHECKING:
+    from collections.abc import Mapping
+
     from textual.app import ComposeResult
 
     from chatcore import Config
@@ -20,26 +22,40 @@ __all__ = ["BackendSwitcher", "ConfirmDialog", "TextPrompt"]
 
 
 class BackendSwitcher(ModalScreen[str | None]):
-    """Pick the backend for the next turns: name, plugin and model of each configured one."""
+    """Pick the backend for the next turns: name, plugin, model and readiness of each."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("escape", "dismiss(None)", "Cancel", id="cancel_switch")
     ]
 
-    def __init__(self, config: Config, current: str) -> None:
+    def __init__(
+        self, config: Config, current: str, readiness: Mapping[str, str] | None = None
+    ) -> None:
         super().__init__()
         self.config = config
         self.current = current
+        self.readiness = dict(readiness or {})
+        """Backend name → "ready", "no key", "unreachable"...; "checking…" until known."""
+
+    def _prompt(self, name: str) -> str:
+        backend = self.config.backends[name]
+        mark = "● " if name == self.current else "  "
+        model = backend.model or "default model"
+        state = self.readiness.get(name, "checking…")
+        return f"{mark}{name}  ({backend.plugin}, {model})  {state}"
 
     def compose(self) -> ComposeResult:
         with Vertical(id="switcher", classes="dialog"):
             yield Label("Switch backend")
-            options = []
-            for name, backend in self.config.backends.items():
-                mark = "● " if name == self.current else "  "
-                model = backend.model or "default model"
-                options.append(Option(f"{mark}{name}  ({backend.plugin}, {model})", id=name))
+            options = [Option(self._prompt(name), id=name) for name in self.config.backends]
             yield OptionList(*options, id="backends", markup=False)
+
+    def set_readiness(self, name: str, state: str) -> None:
+        """Show how ready ``name`` is, as its check answered."""
+        if name not in self.config.backends:
+            return
+        self.readiness[name] = state
+        self.query_one("#backends", OptionList).replace_option_prompt(name, self._prompt(name))
 
     def on_mount(self) -> None:
         backends = self.query_one("#backends", OptionList)

@@ -20,9 +20,30 @@ if TYPE_CHECKING:
     from textual.app import ComposeResult
     from textual.geometry import Size
 
-__all__ = ["EarlierMessages", "MessageView", "NoticeView", "StreamingBody", "settled_length"]
+__all__ = [
+    "EarlierMessages",
+    "MessageView",
+    "NoticeView",
+    "StreamingBody",
+    "settled_length",
+    "visible_controls",
+]
 
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
+_CONTROL = re.compile(r"\r(?!\n)|[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+"""C0 and C1 control characters but tab and line ends, and a carriage return alone."""
+
+
+def visible_controls(text: str) -> str:
+    """``text`` with its control characters written out as escapes (ESC as ``\\x1b``).
+
+    What a model says, or an error quotes, is drawn into the terminal: an ESC
+    passed through could recolour it, retitle the window or clear the screen.
+    """
+    text = text.replace("\r\n", "\n")
+    return (
+        _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text) if _CONTROL.search(text) else text
+    )
 
 
 def settled_length(text: str, start: int = 0) -> int:
@@ -53,7 +74,7 @@ def _rendered(markdown: str) -> RichMarkdown:
     # Imported on first use: rich's Markdown (with Pygments) costs ~40 ms at start.
     from rich.markdown import Markdown as RichMarkdown
 
-    return RichMarkdown(markdown, code_theme="monokai", hyperlinks=False)
+    return RichMarkdown(visible_controls(markdown), code_theme="monokai", hyperlinks=False)
 
 
 class StreamingBody(Widget):
@@ -87,7 +108,7 @@ class StreamingBody(Widget):
         self.text += fragment
         settled = settled_length(self.text, self._settled)
         if settled > self._settled:
-            block = self.text[self._settled : settled].strip("\n")
+            block = self.text[self._settled : settled].strip("\r\n")
             self._settled = settled
             if block:
                 self._blocks.append(block)
@@ -137,7 +158,7 @@ class StreamingBody(Widget):
 
 
 def _flag(status: str, note: str | None) -> str:
-    return f"[{status}] {note}" if note else f"[{status}]"
+    return f"[{status}] {visible_controls(note)}" if note else f"[{status}]"
 
 
 class MessageView(Vertical):
@@ -174,14 +195,20 @@ class MessageView(Vertical):
 
     def compose(self) -> ComposeResult:
         yield Static("you" if self.role is Role.USER else str(self.role), classes="role")
-        yield self._streaming if self._streaming is not None else Markdown(self.text)
+        yield self._streaming if self._streaming is not None else Markdown(self._shown)
         if self.citations:
             yield self._citation_view()
         if self.status and self.status != MessageStatus.COMPLETE:
             yield Static(_flag(self.status, self.note), classes="flag", markup=False)
 
+    @property
+    def _shown(self) -> str:
+        """The text as drawn: Markdown, with control characters escaped."""
+        return visible_controls(self.text)
+
     def _citation_view(self) -> Static:
-        return Static("Sources:\n" + "\n".join(self.citations), classes="citations", markup=False)
+        text = "Sources:\n" + "\n".join(self.citations)
+        return Static(visible_controls(text), classes="citations", markup=False)
 
     async def show_citations(self, citations: object) -> None:
         """List the sources a finished reply was answered from (RAG), under its text."""
@@ -212,7 +239,7 @@ class MessageView(Vertical):
             return  # the log was cleared (a new chat, the app closing) in the meantime
         # One swap, painted as one frame: never both bodies, never neither.
         with self.app.batch_update():
-            await self.mount(Markdown(self.text), before=streaming)
+            await self.mount(Markdown(self._shown), before=streaming)
             await streaming.remove()
 
 
@@ -221,7 +248,7 @@ class NoticeView(Static):
 
     def __init__(self, text: str, *, level: str = "error") -> None:
         # Error texts quote config tables such as "[backends.openai]": never markup.
-        super().__init__(text, classes=f"notice -{level}", markup=False)
+        super().__init__(visible_controls(text), classes=f"notice -{level}", markup=False)
         self.text = text
         self.level = level
 

@@ -38,6 +38,8 @@ class StatusBar(Static):
     backend: reactive[str] = reactive("")
     model: reactive[str] = reactive("")
     tokens: reactive[str] = reactive("")
+    generating: reactive[bool] = reactive(False)
+    """A reply is streaming: the bar says "generating…" until it ends."""
     sync: reactive[str] = reactive("")
     """Filled by replication (connectivity and outbox depth); empty until then."""
 
@@ -46,7 +48,8 @@ class StatusBar(Static):
         """The backend part was clicked: open the switcher."""
 
     def render(self) -> str:
-        parts = [f"backend {self.backend or '…'}"]
+        parts = ["generating…"] if self.generating else []
+        parts.append(f"backend {self.backend or '…'}")
         if self.model:
             parts.append(f"model {self.model}")
         if self.tokens:
