@@ -993,3 +993,25 @@ async def test_a_message_sent_before_the_engine_is_up_goes_out_once_it_is(
         assert log_views(app) == [("user", "early bird"), ("assistant", "echo: early bird")]
         assert app.chat.state.queued == []
         await pilot.press("ctrl+q")
+
+
+async def test_a_failed_turn_reopened_shows_its_error_once(data_dir: Path, tmp_path: Path) -> None:
+    config = config_from(tmp_path, ECHO + FAILURES.format(port=closed_port()))
+    app = ChatcoreApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        app.backend = "down"
+        await send(pilot, "are you there?")
+        conversation_id = app.chat.state.conversation_id
+        await pilot.press("ctrl+q")
+    assert conversation_id is not None
+    reopened = ChatcoreApp(config, conversation=conversation_id)
+    async with reopened.run_test() as pilot:
+        await started(reopened)
+        await wait_for(lambda: len(log_views(reopened)) == 2)
+        (user, (role, shown)) = log_views(reopened)
+        assert user == ("user", "are you there?")
+        assert role == "assistant" and "cannot reach" in shown
+        # The stored error is the message's text; the flag says only that it failed.
+        assert all("cannot reach" not in flag for flag in flags(reopened)), flags(reopened)
+        await pilot.press("ctrl+q")

@@ -503,7 +503,8 @@ class ChatScreen(Screen[None]):
                 m.role,
                 m.content,
                 status=str(m.status),
-                note=m.metadata.get("error"),
+                # A failed turn stores its error as the reply's text: say it once.
+                note=None if m.content == m.metadata.get("error") else m.metadata.get("error"),
                 citations=m.metadata.get("citations"),
             )
             for m in page
