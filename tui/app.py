@@ -170,6 +170,9 @@ class ChatcoreApp(App[None]):
             self.chat.open_conversation(self.initial_conversation)
         self.chat.check_backend()
         engine = self.bridge.engine
+        # Fail closed, and say so at once: no message is sent while one of these stays.
+        for failure in engine.plugins.load_failures() if engine is not None else []:
+            self.call_later(self.chat.show_notice, failure, advice="plugins")
         if engine is not None and engine.replicator is not None:
             self.refresh_sync()
             self.set_interval(SYNC_REFRESH_SECONDS, self.refresh_sync)

@@ -1015,3 +1015,28 @@ async def test_a_failed_turn_reopened_shows_its_error_once(data_dir: Path, tmp_p
         # The stored error is the message's text; the flag says only that it failed.
         assert all("cannot reach" not in flag for flag in flags(reopened)), flags(reopened)
         await pilot.press("ctrl+q")
+
+
+async def test_a_plugin_that_failed_to_load_is_shown_at_start_and_nothing_is_sent(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    config = config_from(tmp_path, ECHO + '[[plugins]]\nplugin = "content_filtr"\n')
+    app = RecordingApp(config)
+    async with app.run_test() as pilot:
+        await started(app)
+        await wait_for(lambda: any("plugins[0].plugin" in n for n in notices(app)))
+        (notice,) = notices(app)
+        assert "plugin 'content_filtr' not found" in notice
+        assert "f2 shows the plugins" in notice
+        await pilot.press(*"hello", "enter")
+        await wait_for(lambda: any(note.startswith("Not sent:") for note in app.notes))
+        assert log_views(app) == []  # refused before anything was sent or stored
+        assert app.chat.query_one(PromptInput).text == "hello"  # kept to send once fixed
+        # Paused on purpose, the plugin no longer holds turns back.
+        engine = app.bridge.engine
+        assert engine is not None
+        app.bridge.spawn(engine.plugins.pause, "content_filtr")
+        await wait_for(lambda: engine.plugins.load_failures() == [])
+        await pilot.press("enter")
+        await wait_for(lambda: ("assistant", "echo: hello") in log_views(app))
+        await pilot.press("ctrl+q")

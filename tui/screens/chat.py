@@ -222,6 +222,15 @@ class ChatScreen(Screen[None]):
                 return
             self.notify(self.chat_app.engine_unavailable(), severity="warning")
             return
+        if self.chat_app.bridge.engine.plugins.load_failures():
+            # Fail closed: the engine would refuse it; keep it in the box for later.
+            plugins = self.chat_app.key_for("plugins")
+            self.notify(
+                f"Not sent: a plugin failed to load (see above). Fix its entry, or pause it "
+                f"on the plugins screen ({plugins}); your message waits in the box.",
+                severity="error",
+            )
+            return
         prompt.taken(event.text)
         await self.send(event.text)
 
