@@ -239,6 +239,14 @@ class Engine:
             )
         if "\x00" in text:
             raise InvalidInput("prompt contains NUL bytes; send text, not binary data")
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            bad = ord(text[exc.start])
+            raise InvalidInput(
+                f"prompt is not valid text: a lone surrogate (U+{bad:04X}) at character "
+                f"{exc.start}; decode the input as UTF-8 first"
+            ) from None
 
     def _new_turn(
         self,

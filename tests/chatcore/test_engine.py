@@ -594,6 +594,9 @@ async def test_closing_the_engine_mid_reply_stores_it_as_partial(
         ("   \n\t", r"empty prompt"),
         ("a" * 101, r"prompt too long: 101 characters \(max_message_chars is 100\)"),
         ("nul\x00byte", r"NUL bytes"),
+        # What a str holds of bytes that were not UTF-8 (surrogateescape), refused
+        # before the store's UTF-8 encoding fails on it.
+        ("caf\udce9", r"not valid text: a lone surrogate \(U\+DCE9\) at character 3"),
     ],
 )
 async def test_bad_prompts_are_refused_and_nothing_is_written(
