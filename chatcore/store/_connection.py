@@ -110,6 +110,10 @@ class StoreConnection:
             self._reader.close()
             try:
                 self._writer.execute("PRAGMA optimize")
+            except sqlite3.OperationalError as exc:
+                # Only an optimisation: another process holding the lock (it may have
+                # to write) must not make closing fail.
+                log.debug("%s: PRAGMA optimize skipped: %s", self.path, exc)
             finally:
                 self._writer.close()
 

@@ -31,3 +31,32 @@ def test_a_new_file_locked_by_another_writer_opens_once_it_is_released(
     assert store.list_conversations() == []
     store.close()
     other.close()
+
+
+class _LockedOnOptimize:
+    """A connection whose ``PRAGMA optimize`` meets another process's write lock."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+        self.closed = False
+
+    def execute(self, sql: str, *args: object) -> sqlite3.Cursor:
+        if sql == "PRAGMA optimize":
+            raise sqlite3.OperationalError("database is locked")
+        return self.conn.execute(sql, *args)
+
+    def close(self) -> None:
+        self.closed = True
+        self.conn.close()
+
+
+def test_closing_while_another_process_writes_still_closes(tmp_path: Path) -> None:
+    # PRAGMA optimize may have to write; when another process holds the lock longer
+    # than the busy timeout, closing must still close (four processes creating one
+    # database at once met it).
+    store = Store(tmp_path / "chatcore.db")
+    writer = _LockedOnOptimize(store._writer)
+    store._writer = writer  # type: ignore[assignment]
+    store.close()
+    assert writer.closed
+    assert Store(tmp_path / "chatcore.db").list_conversations() == []
