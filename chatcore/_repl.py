@@ -36,10 +36,12 @@ class Terminated(Exception):
 
 
 def run_repl(config: Config) -> None:
-    if trio.run(_repl, config):
+    code = trio.run(_repl, config)
+    if code == EXIT_TERMINATED:
         # After the engine closed: the partial reply is in the store by now.
         print(TERMINATED, file=sys.stderr)
-        raise SystemExit(EXIT_TERMINATED)
+    if code:
+        raise SystemExit(code)
 
 
 async def _read_line() -> str | None:
@@ -52,8 +54,10 @@ async def _read_line() -> str | None:
     return await trio.to_thread.run_sync(read, abandon_on_cancel=True)
 
 
-async def _repl(config: Config) -> bool:
-    """The loop; True when SIGTERM ended it mid-reply."""
+async def _repl(config: Config) -> int:
+    """The loop; its exit code, as `ask`'s: 1 if a turn failed, else 2 if a line was
+    refused (bad input), else 0; 143 when SIGTERM ended it mid-reply."""
+    failed = refused = False
     async with open_engine(config) as engine:
         conversation = engine.conversation()
         print(f"chatcore on backend {config.default_backend!r}. {HELP}", file=sys.stderr)
@@ -64,12 +68,13 @@ async def _repl(config: Config) -> bool:
                 line = None
             if line is None or line.strip() in ("/quit", "/exit"):
                 print(file=sys.stderr)
-                return False
+                return 1 if failed else 2 if refused else 0
             if not line.strip():
                 continue
             problem = _not_utf8(line)
             if problem is not None:
                 print(f"error: {problem}", file=sys.stderr)
+                refused = True
                 continue
             if line.strip() == "/new":
                 conversation = engine.conversation()
@@ -79,13 +84,16 @@ async def _repl(config: Config) -> bool:
                 reply = conversation.stream(line)
             except ChatcoreError as exc:
                 print(f"error: {exc}", file=sys.stderr)
+                refused = refused or exc.exit_code == 2
+                failed = failed or exc.exit_code != 2
                 continue
             try:
                 error = await stream_reply(reply, sys.stdout)
             except Terminated:
-                return True
+                return EXIT_TERMINATED
             if error is not None:
                 print(f"error: {error}", file=sys.stderr)
+                failed = True
 
 
 def _not_utf8(line: str) -> str | None:

@@ -94,7 +94,7 @@ def test_prompt_loop_refuses_a_line_that_is_not_utf8_and_goes_on(data_dir: Path)
     result = run_bytes(input=b"caf\xe9\nhello\n")
 
     stderr = result.stderr.decode()
-    assert result.returncode == 0, stderr
+    assert result.returncode == 2, stderr  # the rest went out; the exit says one line was refused
     assert "Traceback" not in stderr
     errors = [line for line in stderr.splitlines() if line.startswith("error: ")]
     assert len(errors) == 1
