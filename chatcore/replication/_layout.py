@@ -3,9 +3,10 @@
 Layout (``P`` is ``[replication] key_prefix``; ``{conv:ID}`` is a hash tag, so every key
 of one conversation lives in one Redis Cluster slot):
 
-- ``P:{conv:ID}:meta`` hash: the conversation's last-writer-wins fields (``title``,
-  ``created_at``, ``backend``, ``model``, ``system``, ``metadata`` as JSON), the stamp
-  that wrote them (``hlc``, ``device``), and ``deleted_hlc``/``deleted_at`` once deleted;
+- ``P:{conv:ID}:meta`` hash: the conversation's fields (``title``, ``created_at``,
+  ``backend``, ``model``, ``system``, ``metadata`` as JSON), each of the five merged
+  ones with the stamp that wrote it (``title:hlc``, …; last-writer-wins per field),
+  the newest stamp (``hlc``, ``device``), and ``deleted_hlc``/``deleted_at`` once deleted;
 - ``P:{conv:ID}:msgs`` hash: message id → message JSON;
 - ``P:{conv:ID}:mhlc`` hash: message id → the stamp of the stored version;
 - ``P:{conv:ID}:applied`` set: ids of the changes applied already (the dedupe marker);

@@ -31,7 +31,7 @@ from ..store._codec import to_json
 from ._client import describe_target, open_redis, url_secrets
 from ._connectivity import ConnectivityChange, ConnectivityState, SyncStatus, classify
 from ._layout import APPLY_SCRIPT, cursor_key, stream_key
-from ._sharing import local_of, shared_record, with_shared, without_local
+from ._sharing import SHARED_FIELDS, local_of, shared_record, with_shared, without_local
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Mapping
@@ -446,8 +446,11 @@ class Replicator:
                 continue
             change = parse_outbox_row(self._store.path, row_id, text)
             if change.kind is ChangeKind.CONVERSATION:
-                conversations.append((len(args), change))
-                args += ("", "")
+                if any(name in change.data for name in SHARED_FIELDS[change.kind]):
+                    conversations.append((len(args), change))
+                    args += ("", "")
+                else:  # say, a model change only: no text for the plugins to see
+                    args += (text, to_json(change.data.get("metadata") or {}))
                 continue
             local = local_of(change)
             change = without_local(change)

@@ -1,7 +1,8 @@
 -- The apply script (loaded by chatcore/replication/_layout.py; run with EVALSHA).
 --
 -- It applies a whole batch of changes in one call. Per change: dedupe by its id, then
--- last-writer-wins, and a stream entry only when the change is new AND altered Redis.
+-- last-writer-wins (per field for a conversation: each field has its own stamp,
+-- '<field>:hlc'), and a stream entry only when the change is new AND altered Redis.
 -- Stamps are fixed-width text ending in the device id, so comparing them as strings is
 -- comparing (time, counter, device).
 --
@@ -16,6 +17,7 @@
 -- in KEYS: that is what a single Redis allows, and what a Cluster would refuse.
 local prefix = ARGV[1]
 local stamp_pattern = '^' .. string.rep('%d', 13) .. '%.' .. string.rep('%d', 5) .. '%..+$'
+local merged_fields = {'title', 'backend', 'model', 'system', 'metadata'}
 local function text_or_empty(value)
   if type(value) == 'string' then return value end
   return ''
@@ -61,11 +63,22 @@ while i <= #ARGV do
       return {'bad', n, 'no metadata argument after a conversation change'}
     end
     change.id = 'conversation:' .. cid .. ':' .. stamp
-    change.fields = {
-      'title', text_or_empty(data.title), 'created_at', text_or_empty(data.created_at),
-      'backend', text_or_empty(data.backend), 'model', text_or_empty(data.model),
-      'system', text_or_empty(data.system), 'metadata', ARGV[i],
-    }
+    change.created_at = text_or_empty(data.created_at)
+    -- Only the fields the change carries (a change from before per-field merge
+    -- carries all five); JSON null is cjson.null, not nil, so a cleared field counts.
+    change.fields = {}
+    for _, name in ipairs(merged_fields) do
+      if data[name] ~= nil then
+        if name == 'metadata' then
+          change.fields[#change.fields + 1] = {name, ARGV[i]}
+        else
+          change.fields[#change.fields + 1] = {name, text_or_empty(data[name])}
+        end
+      end
+    end
+    if #change.fields == 0 then
+      return {'bad', n, 'data: expected at least one of ' .. table.concat(merged_fields, ', ')}
+    end
   elseif kind == 'tombstone' then
     if type(data.deleted_at) ~= 'string' then
       return {'bad', n, 'data.deleted_at: expected text'}
@@ -102,9 +115,44 @@ for _, c in ipairs(changes) do
         altered = true
       end
     elseif c.kind == 'conversation' then
-      local current = redis.call('HGET', base .. 'meta', 'hlc')
-      if (not current) or c.stamp > current then
-        redis.call('HSET', base .. 'meta', 'hlc', c.stamp, 'device', c.device, unpack(c.fields))
+      local meta = base .. 'meta'
+      local whole = redis.call('HGET', meta, 'hlc')
+      if whole then
+        -- A hash with a stamp but no field stamps was written before per-field
+        -- merge: its one stamp is the stamp of every field.
+        local legacy = true
+        for _, name in ipairs(merged_fields) do
+          if redis.call('HEXISTS', meta, name .. ':hlc') == 1 then legacy = false end
+        end
+        if legacy then
+          for _, name in ipairs(merged_fields) do
+            redis.call('HSET', meta, name .. ':hlc', whole)
+          end
+        end
+      end
+      local writes = {}
+      for _, field in ipairs(c.fields) do
+        local current = redis.call('HGET', meta, field[1] .. ':hlc')
+        if (not current) or c.stamp > current then
+          writes[#writes + 1] = field[1]
+          writes[#writes + 1] = field[2]
+          writes[#writes + 1] = field[1] .. ':hlc'
+          writes[#writes + 1] = c.stamp
+        end
+      end
+      local created = redis.call('HGET', meta, 'created_at')
+      if (not created) or c.created_at < created then
+        writes[#writes + 1] = 'created_at'
+        writes[#writes + 1] = c.created_at
+      end
+      if (not whole) or c.stamp > whole then
+        writes[#writes + 1] = 'hlc'
+        writes[#writes + 1] = c.stamp
+        writes[#writes + 1] = 'device'
+        writes[#writes + 1] = c.device
+      end
+      if #writes > 0 then
+        redis.call('HSET', meta, unpack(writes))
         altered = true
       end
     else

@@ -16,6 +16,7 @@ from ..messages import MessageStatus, Role
 from ._codec import to_json
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
     from pathlib import Path
 
 
@@ -38,7 +39,9 @@ _MESSAGE_FIELDS = (
     "tokens_out",
     "metadata",
 )
-_CONVERSATION_FIELDS = ("title", "created_at", "backend", "model", "system", "metadata")
+MERGED_FIELDS = ("title", "backend", "model", "system", "metadata")
+"""The conversation fields merged one by one, each last-writer-wins on its own stamp."""
+_CONVERSATION_FIELDS = ("created_at",)
 _TOMBSTONE_FIELDS = ("deleted_at",)
 _FIELDS = {
     ChangeKind.MESSAGE: _MESSAGE_FIELDS,
@@ -52,8 +55,10 @@ class Change:
     """One replicated change: what the outbox holds and what ``apply_changes`` merges.
 
     ``data`` per kind: MESSAGE ``{id, role, content, status, created_at, model,
-    tokens_in, tokens_out, metadata}``; CONVERSATION ``{title, created_at, backend,
-    model, system, metadata}``; TOMBSTONE ``{deleted_at}``. Construction checks all
+    tokens_in, tokens_out, metadata}``; CONVERSATION ``created_at`` and the fields
+    that changed, at least one of ``title, backend, model, system, metadata``
+    (``hlc`` is the stamp of each; a change written before per-field merge carries
+    all five); TOMBSTONE ``{deleted_at}``. Construction checks all
     of it and raises ``StoreError`` naming the bad field, so a ``Change`` in hand is
     always well-formed.
     """
@@ -186,12 +191,18 @@ def _check_data(kind: ChangeKind, data: dict[str, Any], where: str) -> None:
         timestamp("deleted_at")
         return
     timestamp("created_at")
-    expect("metadata", isinstance(data["metadata"], Mapping), "an object")
     if kind is ChangeKind.CONVERSATION:
-        text("title")
+        if not any(name in data for name in MERGED_FIELDS):
+            raise StoreError(f"{where}: data: expected at least one of {', '.join(MERGED_FIELDS)}")
+        if "title" in data:
+            text("title")
         for name in ("backend", "model", "system"):
-            text(name, optional=True)
+            if name in data:
+                text(name, optional=True)
+        if "metadata" in data:
+            expect("metadata", isinstance(data["metadata"], Mapping), "an object")
         return
+    expect("metadata", isinstance(data["metadata"], Mapping), "an object")
     text("id", non_empty=True)
     text("content")
     text("model", optional=True)
@@ -203,6 +214,26 @@ def _check_data(kind: ChangeKind, data: dict[str, Any], where: str) -> None:
     )
     count("tokens_in")
     count("tokens_out")
+
+
+STAMP_FIELDS = "UPDATE conversations SET field_hlc = json_patch(field_hlc, ?2) WHERE id = ?1"
+"""Stamp the fields named in ``?2`` (a JSON object: field → stamp) of conversation ``?1``."""
+
+
+def changed_fields(
+    conversation_id: str, hlc: str, data: Mapping[str, Any], names: Sequence[str]
+) -> tuple[dict[str, Any], tuple[str, str]]:
+    """What a local edit of the fields ``names`` replicates, and how it stamps them.
+
+    Returns the CONVERSATION change's data (``created_at`` and those fields only,
+    taken from ``data``, the whole record) and the ``STAMP_FIELDS`` parameters.
+    Carrying only what changed is what keeps a device that did not pull from
+    reverting the other fields elsewhere.
+    """
+    return (
+        {"created_at": data["created_at"], **{name: data[name] for name in names}},
+        (conversation_id, to_json(dict.fromkeys(names, hlc))),
+    )
 
 
 MESSAGE_CHANGE_PREFIX = '{"kind":"message",'

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import json
+from typing import TYPE_CHECKING, Any
 
-from ._changes import Change, ChangeKind
+from ._changes import MERGED_FIELDS, Change, ChangeKind
 from ._codec import canonical_time, to_json
 from ._connection import StoreConnection, log
 from ._writers import DEFAULT_TITLE, UPSERT_MESSAGE, tombstone
@@ -29,9 +30,11 @@ class ChangeMerger(StoreConnection):
         """Merge remote changes in one transaction; return how many altered local state.
 
         Idempotent and order-independent: messages are keyed by id and replaced
-        only by a change with a greater ``(hlc, device_id)``; conversation metadata
-        is last-writer-wins on the same order; a tombstone is final (it removes the
-        conversation's messages, and nothing written to it later is applied).
+        only by a change with a greater ``(hlc, device_id)``; each conversation
+        field (title, backend, model, system, metadata) is last-writer-wins on its
+        own stamp, so a change takes only the fields it carries that are older; a
+        tombstone is final (it removes the conversation's messages, and nothing
+        written to it later is applied).
         Writes no outbox rows. Advances the local clock past every stamp seen.
 
         Raises:
@@ -58,45 +61,67 @@ class ChangeMerger(StoreConnection):
 
     def _apply_conversation(self, change: Change) -> bool:
         conn = self._writer
-        cid, data = change.conversation_id, change.data
+        cid, data, hlc = change.conversation_id, change.data, change.hlc
         created = canonical_time(data["created_at"])
-        values = [
-            data["title"],
-            created,
-            data["backend"],
-            data["model"],
-            data["system"],
-            to_json(data["metadata"]),
-            change.hlc,
-            change.device_id,
-        ]
+        # Each field the change carries is stamped with the change's stamp (a
+        # change from before per-field merge carries them all): only the fields
+        # whose stamp is older than it are taken, so an edit of one field never
+        # reverts another device's edit of a different one.
+        carried = {name: _column(name, data[name]) for name in MERGED_FIELDS if name in data}
         row = conn.execute(
-            "SELECT updated_at, deleted_at, hlc, device_id FROM conversations WHERE id = ?", [cid]
+            "SELECT updated_at, created_at, deleted_at, hlc, device_id, field_hlc "
+            "FROM conversations WHERE id = ?",
+            [cid],
         ).fetchone()
         if row is None:
+            values = {"title": DEFAULT_TITLE, "metadata": "{}", **carried}
+            columns = ", ".join(values)
             conn.execute(
-                "INSERT INTO conversations (title, created_at, backend, model, system, metadata, "
-                "hlc, device_id, updated_at, id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                [*values, created, cid],
+                f"INSERT INTO conversations (id, created_at, updated_at, hlc, device_id, "
+                f"field_hlc, {columns}) VALUES (?, ?, ?, ?, ?, ?{', ?' * len(values)})",
+                [
+                    cid,
+                    created,
+                    created,
+                    hlc,
+                    change.device_id,
+                    _stamps(carried, hlc),
+                    *values.values(),
+                ],
             )
             return True
-        updated_at, deleted_at, hlc, device_id = row
+        updated_at, created_at, deleted_at, row_hlc, row_device, field_hlc = row
         if deleted_at is not None:
             return False
-        # updated_at is the newest time seen, winner or not, so it does not
-        # depend on the order changes arrive in.
+        stamps: dict[str, str] = json.loads(field_hlc)
+        won = {name: value for name, value in carried.items() if hlc > stamps.get(name, "")}
+        # updated_at is the newest time seen, winner or not, and created_at the
+        # conversation's own (a placeholder's came from a message): neither depends
+        # on the order changes arrive in.
         latest = max(updated_at, created)
-        if hlc is None or change.order_key > (hlc, device_id or ""):
-            conn.execute(
-                "UPDATE conversations SET title = ?, created_at = ?, backend = ?, model = ?, "
-                "system = ?, metadata = ?, hlc = ?, device_id = ?, updated_at = ? WHERE id = ?",
-                [*values, latest, cid],
-            )
-            return True
-        if latest != updated_at:
-            conn.execute("UPDATE conversations SET updated_at = ? WHERE id = ?", [latest, cid])
-            return True
-        return False
+        first = created if row_hlc is None else min(created_at, created)
+        newest = row_hlc is None or change.order_key > (row_hlc, row_device or "")
+        if not won and (latest, first) == (updated_at, created_at) and not newest:
+            return False
+        assignments = ", ".join(f"{name} = ?" for name in won)
+        conn.execute(
+            "UPDATE conversations SET updated_at = ?, created_at = ?, "
+            "hlc = IIF(?, ?, hlc), device_id = IIF(?, ?, device_id), "
+            f"field_hlc = json_patch(field_hlc, ?){', ' if won else ''}{assignments} "
+            "WHERE id = ?",
+            [
+                latest,
+                first,
+                newest,
+                hlc,
+                newest,
+                change.device_id,
+                _stamps(won, hlc),
+                *won.values(),
+                cid,
+            ],
+        )
+        return True
 
     def _apply_message(self, change: Change) -> bool:
         conn = self._writer
@@ -165,3 +190,12 @@ class ChangeMerger(StoreConnection):
         deleted_at = canonical_time(change.data["deleted_at"])
         tombstone(self._writer, cid, deleted_at, change.hlc, change.device_id)
         return True
+
+
+def _column(name: str, value: Any) -> Any:
+    """A conversation field as its column stores it (metadata as JSON text)."""
+    return to_json(value) if name == "metadata" else value
+
+
+def _stamps(fields: dict[str, Any], hlc: str) -> str:
+    return to_json(dict.fromkeys(fields, hlc))

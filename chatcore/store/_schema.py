@@ -167,3 +167,19 @@ def m003_legacy_guard(db: Database) -> None:
         f'INSERT OR IGNORE INTO "{LEGACY_TABLE}" (name, applied_at) VALUES (?, ?)',
         [LEGACY_GUARD, dt_to_text(utcnow())],
     )
+
+
+@CORE_MIGRATIONS
+def m004_field_stamps(db: Database) -> None:
+    """A stamp per conversation field (``field_hlc``), so each field merges on its own.
+
+    A row stamped before this step had one stamp for the whole record: it becomes
+    the stamp of every field, which is what last-writer-wins on the record meant.
+    """
+    conn = db.conn
+    conn.execute("ALTER TABLE conversations ADD COLUMN field_hlc TEXT NOT NULL DEFAULT '{}'")
+    conn.execute(
+        "UPDATE conversations SET field_hlc = json_object("
+        "'title', hlc, 'backend', hlc, 'model', hlc, 'system', hlc, 'metadata', hlc) "
+        "WHERE hlc IS NOT NULL AND deleted_at IS NULL"
+    )

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..errors import ConversationNotFound, InvalidInput, MessageConflict, StoreError
 from ..messages import Message, Role, utcnow
-from ._changes import ChangeKind, change_json
+from ._changes import MERGED_FIELDS, STAMP_FIELDS, ChangeKind, change_json, changed_fields
 from ._codec import dt_to_text, to_json
 from ._connection import StoreConnection
 from ._sqlite import BUSY_TIMEOUT_MS, is_busy, write_transaction
@@ -98,7 +98,7 @@ INSERT INTO conversations (
 VALUES (?1, '', ?2, ?2, NULL, NULL, NULL, '{}', ?2, ?3, ?4)
 ON CONFLICT (id) DO UPDATE SET
     title = '', created_at = ?2, updated_at = ?2, backend = NULL, model = NULL, system = NULL,
-    metadata = '{}', deleted_at = ?2, hlc = ?3, device_id = ?4
+    metadata = '{}', deleted_at = ?2, hlc = ?3, device_id = ?4, field_hlc = '{}'
 """
 
 _INSERT_OUTBOX = "INSERT INTO outbox (conversation_id, change, created_at) VALUES (?, ?, ?)"
@@ -235,28 +235,35 @@ class ConversationWriter(StoreConnection):
         conversation_rows: list[tuple[Any, ...]] = []
         message_rows: list[tuple[Any, ...]] = []
         outbox_rows: list[tuple[str, str, str]] = []
+        stamp_rows: list[tuple[str, str]] = []
         for record, rows in zip(records, encoded, strict=True):
             cid = record.conversation_id
             stamp = dt_to_text(self._next_stamp())
             known = state.get(cid)
             conversation_hlc: str | None = None
+            changed: list[str] = []
             if known is None:
                 known = [titles.get(cid, DEFAULT_TITLE), stamp, None, None, None, "{}", None]
                 state[cid] = known
-                changed = True
+                changed = list(MERGED_FIELDS)
             elif known[6] is not None:
                 raise ConversationNotFound(cid)
-            else:
-                changed = False
             # Same COALESCE rule as the upsert: a turn without a backend keeps the old one.
-            for index, value in ((2, record.backend), (3, record.model), (4, record.system)):
+            for index, name, value in (
+                (2, "backend", record.backend),
+                (3, "model", record.model),
+                (4, "system", record.system),
+            ):
                 if value is not None and value != known[index]:
                     known[index] = value
-                    changed = True
+                    changed.append(name)
             if changed:
                 conversation_hlc = clock.now()
+                data, stamped = changed_fields(
+                    cid, conversation_hlc, conversation_data(known[:6]), sorted(set(changed))
+                )
+                stamp_rows.append(stamped)
                 if outbox:
-                    data = conversation_data(known[:6])
                     kind = ChangeKind.CONVERSATION
                     outbox_rows.append(
                         _outbox_row(kind, cid, conversation_hlc, device, data, now_text)
@@ -291,6 +298,7 @@ class ConversationWriter(StoreConnection):
                     kind = ChangeKind.MESSAGE
                     outbox_rows.append(_outbox_row(kind, cid, hlc, device, data, now_text))
         conn.executemany(_UPSERT_CONVERSATION, conversation_rows)
+        conn.executemany(STAMP_FIELDS, stamp_rows)
         # rowcount counts the statement's own rows (total_changes would add the
         # full-text triggers' rows too).
         written = conn.executemany(UPSERT_MESSAGE, message_rows).rowcount
@@ -365,13 +373,17 @@ class ConversationWriter(StoreConnection):
                 "UPDATE conversations SET title = ?, hlc = ?, device_id = ? WHERE id = ?",
                 [cleaned, hlc, self.device_id, conversation_id],
             )
+            data, stamped = changed_fields(
+                conversation_id, hlc, conversation_data((cleaned, *row[1:])), ["title"]
+            )
+            conn.execute(STAMP_FIELDS, stamped)
             if self.outbox_enabled:
                 queued = _outbox_row(
                     ChangeKind.CONVERSATION,
                     conversation_id,
                     hlc,
                     self.device_id,
-                    conversation_data((cleaned, *row[1:])),
+                    data,
                     dt_to_text(utcnow()),
                 )
                 conn.execute(_INSERT_OUTBOX, queued)

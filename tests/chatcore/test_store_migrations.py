@@ -43,7 +43,7 @@ OLD_RELEASE = SUPPORT_DIR / "old_release_db"
 FIXTURE = OLD_RELEASE / "chatcore-0.1.0.db"
 LEGACY_NAMES = ["m001_initial", "m002_rag_and_memory", "m003_replication"]
 ALL_SETS = {
-    "chatcore": ["m001_initial", "m002_replication", "m003_legacy_guard"],
+    "chatcore": ["m001_initial", "m002_replication", "m003_legacy_guard", "m004_field_stamps"],
     "memory": ["m001_memories"],
     "rag": ["m001_documents"],
 }
@@ -130,7 +130,7 @@ def steps_of(migrations: MigrationSet, name: str, *extra: Any) -> MigrationSet:
 
 def test_fresh_database_is_fully_migrated(db_path: Path) -> None:
     with Store(db_path) as store:
-        assert store.schema_version() == len(CORE_MIGRATIONS) == 3
+        assert store.schema_version() == len(CORE_MIGRATIONS) == 4
     db = open_database(db_path)
     assert {"conversations", "messages", "plugin_kv", "sync_state", "outbox"} <= set(
         db.table_names()
@@ -231,17 +231,17 @@ def test_database_at_every_version_migrates_forward(db_path: Path, version: int)
     assert legacy_names(db_path) == [*LEGACY_NAMES[:version], "m004_migration_sets"]
 
     # A later release adds a step to the store's set: only that one runs.
-    def m004_add_notes(db: Database) -> None:
+    def m005_add_notes(db: Database) -> None:
         db.table("notes").create({"id": int, "text": str}, pk="id")
 
-    newer = steps_of(CORE_MIGRATIONS, "chatcore", m004_add_notes)
+    newer = steps_of(CORE_MIGRATIONS, "chatcore", m005_add_notes)
     before = list(open_database(db_path).table("_applied_migrations").rows)
-    assert newer.apply(open_database(db_path)) == ["m004_add_notes"]
+    assert newer.apply(open_database(db_path)) == ["m005_add_notes"]
     db = open_database(db_path)
     assert "notes" in db.table_names()
     rows = list(db.table("_applied_migrations").rows)
-    assert [r for r in rows if r["name"] != "m004_add_notes"] == before
-    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m004_add_notes"]
+    assert [r for r in rows if r["name"] != "m005_add_notes"] == before
+    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m005_add_notes"]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -301,8 +301,15 @@ def test_the_previous_release_database_keeps_everything(db_path: Path) -> None:
     open_everything(db_path)
     after = snapshot(db_path)
 
-    # No table recreated or rewritten: same schema objects, same pages, same rows.
+    # No table recreated or rewritten: same schema objects, same pages, same rows;
+    # conversations only gains its per-field stamps (m004_field_stamps), in place.
     for name, row in before["schema"].items():
+        if name == "conversations":
+            assert after["schema"][name][:4] == row[:4]
+            assert after["schema"][name][4] == (
+                row[4].removesuffix(")") + ", field_hlc TEXT NOT NULL DEFAULT '{}')"
+            )
+            continue
         assert after["schema"][name] == row, name
     assert set(after["schema"]) - set(before["schema"]) == {
         "_applied_migrations",
@@ -312,6 +319,18 @@ def test_the_previous_release_database_keeps_everything(db_path: Path) -> None:
         if table == "_migrations":
             assert after["rows"][table] == [*rows, after["rows"][table][-1]]
             assert after["rows"][table][-1][0] == "m004_migration_sets"
+        elif table == "conversations":
+            # A live conversation's one stamp becomes the stamp of each of its fields.
+            fields = ("title", "backend", "model", "system", "metadata")
+            assert after["rows"][table] == [
+                (
+                    *row,
+                    "{}"
+                    if row[8] is not None
+                    else json.dumps(dict.fromkeys(fields, row[9]), separators=(",", ":")),
+                )
+                for row in rows
+            ]
         else:
             assert after["rows"][table] == rows, table
     assert recorded(db_path) == ALL_SETS
@@ -408,11 +427,11 @@ def test_the_previous_release_database_opens_in_todays_engine(
 def test_failed_migration_is_rolled_back(db_path: Path) -> None:
     Store(db_path).close()
 
-    def m004_broken(db: Database) -> None:
+    def m005_broken(db: Database) -> None:
         db.table("half_done").create({"id": int}, pk="id")
         raise RuntimeError("migration bug")
 
-    broken = steps_of(CORE_MIGRATIONS, "chatcore", m004_broken)
+    broken = steps_of(CORE_MIGRATIONS, "chatcore", m005_broken)
     with pytest.raises(RuntimeError, match="migration bug"):
         broken.apply(open_database(db_path))
     db = open_database(db_path)
@@ -430,13 +449,13 @@ def test_database_from_a_newer_version_is_refused(db_path: Path) -> None:
 def test_an_unknown_applied_step_of_a_set_is_refused_as_newer(db_path: Path) -> None:
     open_everything(db_path)
     raw(db_path).execute(
-        "INSERT INTO _applied_migrations VALUES ('chatcore', 'm004_from_the_future', '2030')"
+        "INSERT INTO _applied_migrations VALUES ('chatcore', 'm005_from_the_future', '2030')"
     )
     with pytest.raises(MigrationError) as refused:
         Store(db_path)
     assert str(refused.value) == (
         f"{db_path}: the database was migrated by a newer release: migration set 'chatcore' "
-        "has steps this code does not know (m004_from_the_future); upgrade chatcore (or the "
+        "has steps this code does not know (m005_from_the_future); upgrade chatcore (or the "
         "plugin that owns the set) to open it"
     )
 
@@ -517,7 +536,7 @@ def test_stop_before_builds_an_older_layout(db_path: Path) -> None:
     assert "outbox" not in db.table_names()
     assert CORE_MIGRATIONS.applied(db) == ["m001_initial"]
     with Store(db_path) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
     assert "outbox" in open_database(db_path).table_names()
 
 
@@ -585,7 +604,8 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     counts = raw(path).execute(
         "SELECT COUNT(*), COUNT(DISTINCT migration_set || '/' || name) FROM _applied_migrations"
     )
-    assert counts.fetchone() == (5, 5)
+    steps = sum(len(names) for names in ALL_SETS.values())
+    assert counts.fetchone() == (steps, steps)
     assert legacy_names(path) == ["m004_migration_sets"]
 
 

@@ -76,21 +76,30 @@ def message_change(
 
 
 def conversation_change(
-    cid: str, hlc: str, *, title: str = "T", created: datetime = T0, model: str | None = None
+    cid: str,
+    hlc: str,
+    *,
+    title: str = "T",
+    created: datetime = T0,
+    model: str | None = None,
+    only: tuple[str, ...] | None = None,
 ) -> Change:
+    """A CONVERSATION change; ``only`` keeps just those fields (a per-field edit)."""
+    data = {
+        "title": title,
+        "backend": "echo",
+        "model": model,
+        "system": None,
+        "metadata": {"by": hlc},
+    }
+    if only is not None:
+        data = {name: value for name, value in data.items() if name in only}
     return Change(
         kind=ChangeKind.CONVERSATION,
         conversation_id=cid,
         hlc=hlc,
         device_id=hlc_key(hlc)[2],
-        data={
-            "title": title,
-            "created_at": created.isoformat(),
-            "backend": "echo",
-            "model": model,
-            "system": None,
-            "metadata": {},
-        },
+        data={"created_at": created.isoformat(), **data},
     )
 
 
@@ -117,7 +126,7 @@ def dump(store: Store) -> dict[str, list[tuple[Any, ...]]]:
         return {
             "conversations": conn.execute(
                 "SELECT id, title, created_at, updated_at, backend, model, system, metadata, "
-                "deleted_at, hlc, device_id FROM conversations ORDER BY id"
+                "deleted_at, hlc, device_id, field_hlc FROM conversations ORDER BY id"
             ).fetchall(),
             "messages": conn.execute(
                 "SELECT id, conversation_id, role, content, status, created_at, model, "
@@ -249,8 +258,12 @@ def test_conversation_change_only_when_metadata_changes(store: Store) -> None:
     store.set_title("c", "Renamed")  # no-op: nothing queued
     kinds = [e.change.kind for e in store.outbox_pending(100)]
     assert kinds.count(ChangeKind.CONVERSATION) == 3
-    last = store.outbox_pending(100)[-1].change
-    assert (last.data["title"], last.data["model"]) == ("Renamed", "other")
+    # Each carries only what changed: a device that did not pull can't revert the rest.
+    model, last = [
+        e.change for e in store.outbox_pending(100) if e.change.kind is ChangeKind.CONVERSATION
+    ][1:]
+    assert dict(model.data) == {"created_at": model.data["created_at"], "model": "other"}
+    assert dict(last.data) == {"created_at": model.data["created_at"], "title": "Renamed"}
 
 
 def test_ack_deletes_rows_in_one_go(store: Store) -> None:
@@ -597,6 +610,14 @@ def change_sets(draw: st.DrawFn) -> list[Change]:
                     title=draw(st.sampled_from(["x", "y"])),
                     created=conv_born[cid],
                     model=draw(st.sampled_from([None, "m"])),
+                    # A whole record (as before per-field merge) or some fields.
+                    only=draw(
+                        st.none()
+                        | st.sets(
+                            st.sampled_from(("title", "backend", "model", "system", "metadata")),
+                            min_size=1,
+                        ).map(tuple)
+                    ),
                 )
             )
         else:
