@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
 from chatcore import Role
+from chatcore.errors import StoreFull
 from tui.session import (
     Advice,
     BackendNotReady,
@@ -75,6 +76,9 @@ class _Queued(UIMessage):
 class _TurnState:
     key: int
     view: MessageView
+    text: str = ""
+    """What the user sent: put back in the box if it could not be stored."""
+    user_view: MessageView | None = None
 
 
 @dataclass
@@ -242,10 +246,11 @@ class ChatScreen(Screen[None]):
         """Start a turn with ``text``: show it and the reply as it streams."""
         log = self.query_one("#log", VerticalScroll)
         view = MessageView(Role.ASSISTANT, streaming=True)
-        await log.mount_all([MessageView(Role.USER, text), view])
+        user_view = MessageView(Role.USER, text)
+        await log.mount_all([user_view, view])
         log.scroll_end(animate=False)
         self.state.turns += 1
-        self._set_turn(_TurnState(self.state.turns, view))
+        self._set_turn(_TurnState(self.state.turns, view, text, user_view))
         self.session.send(
             self.state.turns,
             self.state.conversation_id,
@@ -414,10 +419,25 @@ class ChatScreen(Screen[None]):
             if turn.view.is_attached:
                 await turn.view.show_citations(message.metadata.get("citations"))
             await self._reply_stored(message)
-        if event.error is not None:
+        if isinstance(event.error, StoreFull):
+            await self._not_stored(turn, event.error)
+        elif event.error is not None:
             text, advice = describe_error(event.error)
             await self.show_notice(text, advice=advice)
         self._send_queued()
+
+    async def _not_stored(self, turn: _TurnState, error: StoreFull) -> None:
+        """Nothing of the turn was saved: take it out of the log, give the text back."""
+        for view in (turn.user_view, turn.view):
+            if view is not None and view.is_attached:
+                await view.remove()
+        prompt = self.query_one(PromptInput)
+        kept = "your message is back in the box"
+        if prompt.text.strip():  # typed on meanwhile: don't overwrite it
+            kept = "your message was not saved"
+        else:
+            prompt.text = turn.text
+        await self.show_notice(f"{error}; {kept}")
 
     async def _reply_stored(self, message: Message) -> None:
         if message.content:
