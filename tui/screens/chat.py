@@ -19,6 +19,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
 from chatcore import Role
+from chatcore._generation import TOKENS_ESTIMATED
 from chatcore.errors import StoreFull
 from tui.session import (
     Advice,
@@ -42,7 +43,7 @@ from tui.widgets.conversations import ConversationList, plain_title
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
-from tui.widgets.status import StatusBar
+from tui.widgets.status import StatusBar, tokens_text
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
@@ -444,7 +445,11 @@ class ChatScreen(Screen[None]):
             self.chat_app.last_reply = message
         status = self.query_one(StatusBar)
         if message.tokens_in is not None or message.tokens_out is not None:
-            status.tokens = f"tokens {message.tokens_in or 0} in / {message.tokens_out or 0} out"
+            status.tokens = tokens_text(
+                message.tokens_in,
+                message.tokens_out,
+                estimated=bool(message.metadata.get(TOKENS_ESTIMATED)),
+            )
         if message.model:
             status.model = message.model
         answered_by = message.metadata.get("answered_by")
