@@ -77,7 +77,12 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
     SQLite's bare ``database or disk is full``; the transaction is rolled back, so
     nothing of it is kept and the connection can write again once there is space.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # A WAL or shared-memory file that cannot grow can fail the BEGIN already.
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        _raise_if_full(conn, exc)
+        raise
     try:
         yield
         # Inside the try: a COMMIT that fails (a full disk fails there, writing the
@@ -87,10 +92,14 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
         if isinstance(exc, sqlite3.OperationalError):
-            full = full_disk(exc, _data_dir(conn))
-            if full is not None:
-                raise full from exc
+            _raise_if_full(conn, exc)
         raise
+
+
+def _raise_if_full(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
+    full = full_disk(exc, _data_dir(conn))
+    if full is not None:
+        raise full from exc
 
 
 LOW_SPACE_BYTES = 1 << 20

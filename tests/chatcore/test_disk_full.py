@@ -38,14 +38,15 @@ def stored_texts(db: Path) -> list[tuple[str, str]]:
 
 
 class _FullAtCommit:
-    """The writer connection, except that COMMIT fails as SQLite does on a full disk."""
+    """The writer connection, except that COMMIT (or ``failing``) fails as on a full disk."""
 
-    def __init__(self, conn: sqlite3.Connection) -> None:
+    def __init__(self, conn: sqlite3.Connection, failing: str = "COMMIT") -> None:
         self._conn = conn
+        self.failing = failing
         self.full = True
 
     def execute(self, sql: str, *args: Any) -> Any:
-        if self.full and sql.strip().upper() == "COMMIT":
+        if self.full and sql.strip().upper() == self.failing:
             raise sqlite3.OperationalError("database or disk is full")
         return self._conn.execute(sql, *args)
 
@@ -53,7 +54,10 @@ class _FullAtCommit:
         return getattr(self._conn, name)
 
 
-async def test_a_full_disk_at_commit_fails_that_turn_only(data_dir: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("failing", ["COMMIT", "BEGIN IMMEDIATE"])
+async def test_a_full_disk_at_commit_fails_that_turn_only(
+    data_dir: Path, tmp_path: Path, failing: str
+) -> None:
     config = tmp_path / "chatcore.toml"
     config.write_text(ECHO_CONFIG)
     async with open_engine(config) as engine:
@@ -61,7 +65,7 @@ async def test_a_full_disk_at_commit_fails_that_turn_only(data_dir: Path, tmp_pa
         await conversation.send("first")
         store: Any = engine.store
         real = store._writer
-        store._writer = full = _FullAtCommit(real)
+        store._writer = full = _FullAtCommit(real, failing)
         with pytest.raises(StoreFull) as caught:
             await conversation.send("lost to the full disk")
         assert str(caught.value) == (
