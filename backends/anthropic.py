@@ -228,7 +228,11 @@ class AnthropicBackend(BaseBackendProvider):
             return {"ok": False, "url": url, "detail": str(exc)}
         except Exception as exc:  # health never raises: an odd answer is still "not ok"
             return {"ok": False, "url": url, "detail": f"{self.name}: {exc!r}"}
-        return {"ok": True, "url": url, "detail": f"{len(models)} models available"}
+        detail = f"{len(models)} models"
+        model = self.config.get("model")
+        if model:  # as for openai: a typo in the model name shows before the first turn
+            detail += f", {model!r} {'listed' if model in models else 'not listed'}"
+        return {"ok": True, "url": url, "detail": detail}
 
     async def aclose(self) -> None:
         client, self._client = self._client, None

@@ -18,7 +18,10 @@ if TYPE_CHECKING:
     from ._turn import Turn
     from .messages import ChatContext
 
-__all__ = ["Generation"]
+__all__ = ["TOKENS_ESTIMATED", "Generation"]
+
+TOKENS_ESTIMATED = "tokens_estimated"
+"""Reply metadata key, True when the backend reported no usage and the counts are estimates."""
 
 
 class Generation:
@@ -87,10 +90,13 @@ class Generation:
                 attempt.error.add_note(f"also failed: {', '.join(others)}")
             metadata["error"] = str(attempt.error)
             turn.error = attempt.error
+        content = "".join(turn.parts)
+        if status is not MessageStatus.ERROR and _estimate_usage(attempt, content):
+            metadata[TOKENS_ESTIMATED] = True
         turn.context = attempt.context
         turn.reply = Message(
             role=Role.ASSISTANT,
-            content="".join(turn.parts),
+            content=content,
             model=attempt.model,
             tokens_in=attempt.tokens_in,
             tokens_out=attempt.tokens_out,
@@ -214,6 +220,25 @@ class _Attempt:
 
     def __post_init__(self) -> None:
         self.model = self.context.model
+
+
+def _estimate_usage(attempt: _Attempt, content: str) -> bool:
+    """Fill in the token counts the backend did not report; return whether any was missing.
+
+    Some servers send none (llama-cpp-python ignores ``stream_options.include_usage``);
+    an estimate, marked as one, beats a blank in the status bar and in ``--json``.
+    """
+    if attempt.tokens_in is not None and attempt.tokens_out is not None:
+        return False
+    # The estimator lives with the memory feature, which budgets with it; imported
+    # here, on this rare path, so a turn with reported usage never loads it.
+    from features._tokens import context_tokens, estimate_tokens
+
+    if attempt.tokens_in is None:
+        attempt.tokens_in = context_tokens(attempt.context)
+    if attempt.tokens_out is None:
+        attempt.tokens_out = estimate_tokens(content)
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -40,6 +40,7 @@ __all__ = [
     "ReplicationUnavailable",
     "ScaffoldError",
     "StoreError",
+    "StoreFull",
     "UnknownBackend",
     "describe_error",
 ]
@@ -226,6 +227,20 @@ class EngineStopped(EngineError):
 
 class StoreError(ChatcoreError):
     """Base of problems with the local database."""
+
+
+class StoreFull(StoreError):
+    """The disk (or the file system's quota) holding the database is full.
+
+    Nothing of the failed write is kept; every earlier write is. ``data_dir`` is the
+    folder of the database file.
+    """
+
+    def __init__(self, data_dir: Path | str) -> None:
+        self.data_dir = str(data_dir)
+        super().__init__(
+            f"no space left for {self.data_dir} (database or disk is full): free some space"
+        )
 
 
 class MessageConflict(StoreError):

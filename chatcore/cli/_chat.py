@@ -160,6 +160,8 @@ def _print_citations(reply: Message, *, safe: bool) -> None:
 
 
 def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:
+    from .._generation import TOKENS_ESTIMATED
+
     return {
         "conversation_id": conversation_id,
         "message_id": reply.id,
@@ -168,6 +170,8 @@ def _ask_json(conversation_id: str, reply: Message) -> dict[str, Any]:
         "model": reply.model,
         "tokens_in": reply.tokens_in,
         "tokens_out": reply.tokens_out,
+        # The backend sent no usage: the counts are chatcore's estimate.
+        "tokens_estimated": bool(reply.metadata.get(TOKENS_ESTIMATED)),
         "status": str(reply.status),
         "citations": list(reply.metadata.get("citations") or []),
     }

@@ -17,7 +17,7 @@ from ..errors import StoreError
 from ..hlc import HybridClock
 from ..messages import utcnow
 from ._schema import CORE_MIGRATIONS, SYNC_DEVICE_ID, SYNC_HLC
-from ._sqlite import BUSY_TIMEOUT_MS, connect, write_transaction
+from ._sqlite import BUSY_TIMEOUT_MS, connect, full_disk, write_transaction
 
 if TYPE_CHECKING:
     from collections.abc import Iterator, Sequence
@@ -52,6 +52,7 @@ class StoreConnection:
 
         Raises:
             StoreError: WAL cannot be enabled, or the file is damaged.
+            StoreFull: the disk holding ``path`` is full.
             MigrationError: the file was migrated by a newer chatcore.
         """
         self.path = Path(path)
@@ -74,6 +75,12 @@ class StoreConnection:
             self._reader = connect(self.path)
             # The reader never writes; make a mistake loud instead of a lock fight.
             self._reader.execute("PRAGMA query_only = ON")
+        except sqlite3.OperationalError as exc:
+            self._writer.close()
+            full = full_disk(exc, self.path.parent)
+            if full is not None:
+                raise full from exc
+            raise
         except BaseException:
             self._writer.close()
             raise

@@ -8,6 +8,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from ..errors import StoreFull
+
 if TYPE_CHECKING:
     from collections.abc import Iterator
 
@@ -25,13 +27,24 @@ def connect(path: Path) -> sqlite3.Connection:
     the same busy timeout, durability and foreign keys as the store's own connections.
     A missing file is created owner-only first (and its folder, if missing, too), so
     history is never readable by others, not even for a moment.
+
+    Raises:
+        StoreFull: the disk holding ``path`` is full (so the file cannot be opened).
     """
-    create_private(Path(path))
+    path = Path(path)
+    create_private(path)
     # isolation_level=None: the driver never opens transactions behind our back.
     conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-    conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA synchronous = NORMAL")
-    conn.execute("PRAGMA foreign_keys = ON")
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        conn.execute("PRAGMA synchronous = NORMAL")
+        conn.execute("PRAGMA foreign_keys = ON")
+    except sqlite3.OperationalError as exc:
+        conn.close()
+        full = full_disk(exc, path.parent)
+        if full is not None:
+            raise full from exc
+        raise
     return conn
 
 
@@ -59,15 +72,70 @@ def write_transaction(conn: sqlite3.Connection) -> Iterator[None]:
 
     A deferred BEGIN that later writes can fail with SQLITE_BUSY without waiting
     for busy_timeout when another connection holds a read snapshot; IMMEDIATE waits.
+
+    A full disk raises `StoreFull` (naming the database's folder) instead of
+    SQLite's bare ``database or disk is full``; the transaction is rolled back, so
+    nothing of it is kept and the connection can write again once there is space.
     """
-    conn.execute("BEGIN IMMEDIATE")
+    try:
+        # A WAL or shared-memory file that cannot grow can fail the BEGIN already.
+        conn.execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as exc:
+        _raise_if_full(conn, exc)
+        raise
     try:
         yield
-    except BaseException:
+        # Inside the try: a COMMIT that fails (a full disk fails there, writing the
+        # WAL) must roll back too, or the connection stays in the dead transaction.
+        conn.execute("COMMIT")
+    except BaseException as exc:
         if conn.in_transaction:
             conn.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.OperationalError):
+            _raise_if_full(conn, exc)
         raise
-    conn.execute("COMMIT")
+
+
+def _raise_if_full(conn: sqlite3.Connection, exc: sqlite3.OperationalError) -> None:
+    full = full_disk(exc, _data_dir(conn))
+    if full is not None:
+        raise full from exc
+
+
+LOW_SPACE_BYTES = 1 << 20
+"""Below this much free space, SQLite's "disk I/O error" is taken for a full disk: a
+WAL or shared-memory file that cannot grow fails as an I/O error, not as SQLITE_FULL."""
+
+
+def full_disk(exc: sqlite3.Error, data_dir: Path | str | None) -> StoreFull | None:
+    """`StoreFull` for ``data_dir`` if ``exc`` means its disk is full, else None."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    if code == sqlite3.SQLITE_FULL or "database or disk is full" in str(exc):
+        return StoreFull(data_dir or "the chatcore database")
+    io_error = (code is not None and code & 0xFF == sqlite3.SQLITE_IOERR) or (
+        code is None and "disk I/O error" in str(exc)
+    )
+    if io_error and data_dir is not None and _free_bytes(Path(data_dir)) < LOW_SPACE_BYTES:
+        return StoreFull(data_dir)
+    return None
+
+
+def _free_bytes(folder: Path) -> int:
+    try:
+        stats = os.statvfs(folder)
+    except OSError:
+        return LOW_SPACE_BYTES  # unknown: not evidence of a full disk
+    return stats.f_bavail * stats.f_frsize
+
+
+def _data_dir(conn: sqlite3.Connection) -> str | None:
+    """The folder of ``conn``'s main database file (reading the pragma needs no space)."""
+    try:
+        rows = conn.execute("PRAGMA database_list").fetchall()
+    except sqlite3.Error:
+        return None
+    path = next((row[2] for row in rows if row[1] == "main" and row[2]), None)
+    return str(Path(path).parent) if path else None
 
 
 def is_busy(exc: sqlite3.OperationalError) -> bool:

@@ -534,7 +534,7 @@ async def test_health_lists_models(fake: FakeAnthropic) -> None:
     with trio.fail_after(5):
         async with open_backend(fake.url) as backend:
             health = await backend.health()
-    assert health == {"ok": True, "url": fake.url, "detail": "3 models available"}
+    assert health == {"ok": True, "url": fake.url, "detail": f"3 models, {MODEL!r} listed"}
 
 
 async def test_health_on_a_closed_port_reports_without_raising() -> None:

@@ -19,6 +19,8 @@ from textual.screen import Screen
 from textual.widgets import Footer, Input, OptionList, Static
 
 from chatcore import Role
+from chatcore._generation import TOKENS_ESTIMATED
+from chatcore.errors import StoreFull
 from tui.session import (
     Advice,
     BackendNotReady,
@@ -41,7 +43,7 @@ from tui.widgets.conversations import ConversationList, plain_title
 from tui.widgets.dialogs import BackendSwitcher, ConfirmDialog, TextPrompt
 from tui.widgets.message import EarlierMessages, MessageView, NoticeView
 from tui.widgets.prompt import PromptInput
-from tui.widgets.status import StatusBar
+from tui.widgets.status import StatusBar, tokens_text
 
 if TYPE_CHECKING:
     from textual.app import ComposeResult
@@ -75,6 +77,9 @@ class _Queued(UIMessage):
 class _TurnState:
     key: int
     view: MessageView
+    text: str = ""
+    """What the user sent: put back in the box if it could not be stored."""
+    user_view: MessageView | None = None
 
 
 @dataclass
@@ -242,10 +247,11 @@ class ChatScreen(Screen[None]):
         """Start a turn with ``text``: show it and the reply as it streams."""
         log = self.query_one("#log", VerticalScroll)
         view = MessageView(Role.ASSISTANT, streaming=True)
-        await log.mount_all([MessageView(Role.USER, text), view])
+        user_view = MessageView(Role.USER, text)
+        await log.mount_all([user_view, view])
         log.scroll_end(animate=False)
         self.state.turns += 1
-        self._set_turn(_TurnState(self.state.turns, view))
+        self._set_turn(_TurnState(self.state.turns, view, text, user_view))
         self.session.send(
             self.state.turns,
             self.state.conversation_id,
@@ -414,17 +420,36 @@ class ChatScreen(Screen[None]):
             if turn.view.is_attached:
                 await turn.view.show_citations(message.metadata.get("citations"))
             await self._reply_stored(message)
-        if event.error is not None:
+        if isinstance(event.error, StoreFull):
+            await self._not_stored(turn, event.error)
+        elif event.error is not None:
             text, advice = describe_error(event.error)
             await self.show_notice(text, advice=advice)
         self._send_queued()
+
+    async def _not_stored(self, turn: _TurnState, error: StoreFull) -> None:
+        """Nothing of the turn was saved: take it out of the log, give the text back."""
+        for view in (turn.user_view, turn.view):
+            if view is not None and view.is_attached:
+                await view.remove()
+        prompt = self.query_one(PromptInput)
+        kept = "your message is back in the box"
+        if prompt.text.strip():  # typed on meanwhile: don't overwrite it
+            kept = "your message was not saved"
+        else:
+            prompt.text = turn.text
+        await self.show_notice(f"{error}; {kept}")
 
     async def _reply_stored(self, message: Message) -> None:
         if message.content:
             self.chat_app.last_reply = message
         status = self.query_one(StatusBar)
         if message.tokens_in is not None or message.tokens_out is not None:
-            status.tokens = f"tokens {message.tokens_in or 0} in / {message.tokens_out or 0} out"
+            status.tokens = tokens_text(
+                message.tokens_in,
+                message.tokens_out,
+                estimated=bool(message.metadata.get(TOKENS_ESTIMATED)),
+            )
         if message.model:
             status.model = message.model
         answered_by = message.metadata.get("answered_by")

@@ -12,7 +12,7 @@ from textual.widgets import Static
 if TYPE_CHECKING:
     from chatcore.replication import SyncStatus
 
-__all__ = ["StatusBar", "sync_text"]
+__all__ = ["StatusBar", "sync_text", "tokens_text"]
 
 _SYNC_MARKS = {"online": "●", "connecting": "◌", "degraded": "◐", "offline": "○"}
 
@@ -21,6 +21,14 @@ def sync_text(status: SyncStatus) -> str:
     """The sync slot: "● online · 0 pending", "○ offline · 12 pending"."""
     mark = _SYNC_MARKS.get(status.state, "○")
     return f"{mark} {status.state} · {status.pending} pending"
+
+
+def tokens_text(tokens_in: int | None, tokens_out: int | None, *, estimated: bool) -> str:
+    """The tokens slot: "tokens 12 in / 30 out", or "tokens ~12 in / ~30 out (estimated)"
+    when the backend reported none and chatcore counted them itself."""
+    if estimated:
+        return f"tokens ~{tokens_in or 0} in / ~{tokens_out or 0} out (estimated)"
+    return f"tokens {tokens_in or 0} in / {tokens_out or 0} out"
 
 
 class StatusBar(Static):

@@ -66,7 +66,9 @@ class FakeOpenAI(FakeAPIServer):
     (tokens, counted as words of the messages: a longer prompt gets 400 unstreamed
     and, streamed, a 200 whose body holds only llama.cpp's ``error:`` line, which no
     SSE client reads, before the server drops the connection: what llama.cpp's
-    server did before it answered 400 there too); plus the base's faults.
+    server did before it answered 400 there too), ``stream_usage`` (False ignores
+    ``stream_options.include_usage``, as llama-cpp-python's server does: a stream
+    then carries no usage at all); plus the base's faults.
     """
 
     def __init__(
@@ -92,6 +94,7 @@ class FakeOpenAI(FakeAPIServer):
         self.context_window: int | None = None
         self.finish_stream = True
         self.pooling = True
+        self.stream_usage = True
         self._ids = itertools.count(1)
 
     def __enter__(self) -> FakeOpenAI:
@@ -207,7 +210,7 @@ class FakeOpenAI(FakeAPIServer):
                 }
             )
         options = body.get("stream_options") or {}
-        include_usage = bool(options.get("include_usage"))
+        include_usage = self.stream_usage and bool(options.get("include_usage"))
         return StreamResponse(
             self.sse(
                 (None, event)
