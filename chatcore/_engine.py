@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import dataclasses
+import logging
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -27,6 +28,7 @@ from .errors import (
     EngineClosed,
     InvalidInput,
     PluginLoadError,
+    StoreFull,
     UnknownBackend,
 )
 from .hooks import HookRegistry
@@ -50,6 +52,8 @@ if TYPE_CHECKING:
     from .replication import Replicator, SyncStatus
 
 __all__ = ["Conversation", "Engine", "EngineStatus", "ReplyStream", "ask", "open_engine"]
+
+log = logging.getLogger("chatcore.engine")
 
 STATS_NAMESPACE = "@stats"
 """plugin_kv namespace of plugin counters and circuits; '@' can't start a plugin name."""
@@ -330,7 +334,11 @@ class Engine:
             for name, snapshot in snapshots.items():
                 self.store.kv_set(STATS_NAMESPACE, name, snapshot)
 
-        await trio.to_thread.run_sync(save)
+        try:
+            await trio.to_thread.run_sync(save)
+        except StoreFull as exc:
+            # Counters are not worth an error on the way out; every turn is stored.
+            log.warning("plugin counters not saved: %s", exc)
 
 
 def _salvage(turn: Turn) -> TurnRecord:

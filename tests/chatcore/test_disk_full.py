@@ -180,3 +180,21 @@ async def test_the_disk_filling_up_mid_session_fails_one_turn_and_the_engine_goe
             "after freeing space",
             "echo: after freeing space",
         ]
+
+
+async def test_closing_the_engine_on_a_full_disk_loses_no_turn_and_raises_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The counters the engine saves on the way out are not worth an error at exit.
+    config = tmp_path / "chatcore.toml"
+    config.write_text(ECHO_CONFIG)
+    with small_tmpfs(tmp_path / "small", "4m") as mount:
+        data_dir = mount / "data"
+        monkeypatch.setenv("CHATCORE_DATA_DIR", str(data_dir))
+        async with open_engine(config) as engine:
+            await engine.conversation().send("kept")
+            filler = fill(mount)
+        filler.unlink()
+        db = data_dir / DB_FILENAME
+        assert integrity(db) == "ok"
+        assert [text for _, text in stored_texts(db)] == ["kept", "echo: kept"]
