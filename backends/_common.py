@@ -150,7 +150,7 @@ def status_error(
     if status == 404:
         return ModelNotFound(
             f"{backend}: model {model!r} not found at {url} ({detail}); "
-            f"see `chatcore backends models {backend}`",
+            f"set model in [backends.{backend}] (or the turn's model=) to one it serves",
             backend=backend,
         )
     if status == 429:

@@ -46,7 +46,6 @@ DEFAULT_HOST = f"http://127.0.0.1:{OLLAMA_PORT}"
 DEFAULT_TIMEOUT_SECONDS = 120.0
 KEY_ENV = "OLLAMA_API_KEY"
 """The official client sends this variable as a bearer token (Ollama's cloud, proxies)."""
-START_HINT = "start it with `ollama serve`, or pick another backend with --backend NAME"
 
 # ollama.ResponseError keeps the status and body but drops the headers, so a
 # response hook keeps those of the last error answer. A context variable, not
@@ -303,7 +302,12 @@ class OllamaBackend(BaseBackendProvider):
                     backend=self.name,
                 )
             if isinstance(exc, httpx.ConnectError | ConnectionError):
-                return connection_error(self.name, self.url, _connect_reason(exc), hint=START_HINT)
+                return connection_error(
+                    self.name,
+                    self.url,
+                    _connect_reason(exc),
+                    hint=f"start it with `ollama serve` or set host in [backends.{self.name}]",
+                )
             return BackendUnavailable(
                 f"{self.name}: the connection to {self.url} failed ({_reason(exc)})",
                 backend=self.name,

@@ -137,9 +137,9 @@ class OpenAIBackend(BaseBackendProvider):
         model = (context.model if context is not None else None) or self.config.get("model")
         if not model:
             raise BackendBadRequest(
-                f"{self.name}: no model to ask for: set model in [backends.{self.name}] "
-                f"(see `chatcore backends models {self.name}`)",
+                f"{self.name}: no model to ask for: set model in [backends.{self.name}]",
                 backend=self.name,
+                cli_hint=f"(see `chatcore backends models {self.name}`)",
             )
         return str(model)
 

@@ -118,7 +118,7 @@ class Generation:
                 attempt.error = attempt.error or BackendUnavailable(
                     f"backend {name!r} is failing (its circuit opened after "
                     f"{breaker.consecutive_failures} consecutive errors; next try in at most "
-                    f"{breaker.reset_timeout_s:g} s); switch backend with --backend",
+                    f"{breaker.reset_timeout_s:g} s); set default_backend or [router] fallbacks",
                     backend=name,
                 )
                 return True

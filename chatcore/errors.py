@@ -53,9 +53,18 @@ def describe_error(exc: BaseException) -> str:
 
 
 class ChatcoreError(Exception):
-    """Base of every error chatcore raises on purpose."""
+    """Base of every error chatcore raises on purpose.
+
+    The message says what is wrong and what to fix in terms that hold everywhere
+    (a config key, a URL, an environment variable, an API call). ``cli_hint`` is
+    what only the command line can offer (a flag, a ``chatcore`` command): the CLI
+    appends it to its error line; the Python API and the chat app leave it alone.
+    """
 
     exit_code: int = 1
+    cli_hint: str | None = None
+    """Advice for the command line; one written in parentheses follows the message
+    after a space, any other after ``"; "``."""
 
 
 class ConfigError(ChatcoreError):
@@ -96,16 +105,18 @@ class InvalidInput(ChatcoreError):
 
 class ConversationNotFound(ChatcoreError):
     exit_code = 2
+    cli_hint = "(see `chatcore history list`)"
 
     def __init__(self, conversation_id: str) -> None:
         self.conversation_id = conversation_id
-        super().__init__(f"no conversation {conversation_id!r} (see `chatcore history list`)")
+        super().__init__(f"no conversation {conversation_id!r}")
 
 
 class AmbiguousConversationId(ConversationNotFound):
     """A typed id (a prefix) starts more than one conversation's id or short id."""
 
     MAX_LISTED = 5
+    cli_hint = "`chatcore history list` shows ids that are unique"
 
     def __init__(self, conversation_id: str, matches: Mapping[str, str]) -> None:
         """``matches``: id → title of the conversations it could mean."""
@@ -119,7 +130,7 @@ class AmbiguousConversationId(ConversationNotFound):
             listed.append(f"{more} more")
         self.args = (
             f"conversation id {conversation_id!r} is ambiguous: it matches {', '.join(listed)}; "
-            "type more of it (`chatcore history list` shows ids that are unique)",
+            "type more of it",
         )
 
 
@@ -172,37 +183,55 @@ class BackendError(ChatcoreError):
 
     retryable: bool = False
 
-    def __init__(self, message: str, *, backend: str | None = None) -> None:
+    def __init__(
+        self, message: str, *, backend: str | None = None, cli_hint: str | None = None
+    ) -> None:
         super().__init__(message)
         self.backend = backend
+        if cli_hint is not None:
+            self.cli_hint = cli_hint
+
+
+_ANOTHER_BACKEND = "pick another backend with --backend NAME"
+"""The command line's way around a backend that cannot serve now."""
 
 
 class BackendUnavailable(BackendError):
     """The backend could not be reached, or answered with a server error (5xx)."""
 
     retryable = True
+    cli_hint = _ANOTHER_BACKEND
 
 
 class BackendTimeout(BackendError):
     """The backend did not answer within ``timeout_seconds``."""
 
     retryable = True
+    cli_hint = _ANOTHER_BACKEND
 
 
 class BackendRateLimited(BackendError):
     """429: too many requests; ``retry_after`` (seconds) is what the server asked for."""
 
     retryable = True
+    cli_hint = _ANOTHER_BACKEND
 
     def __init__(
-        self, message: str, *, backend: str | None = None, retry_after: float | None = None
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        retry_after: float | None = None,
+        cli_hint: str | None = None,
     ) -> None:
-        super().__init__(message, backend=backend)
+        super().__init__(message, backend=backend, cli_hint=cli_hint)
         self.retry_after = retry_after
 
 
 class BackendAuthError(BackendError):
     """401/403: the API key is missing, wrong or not allowed (the message names its env var)."""
+
+    cli_hint = _ANOTHER_BACKEND
 
 
 class BackendBadRequest(BackendError):
@@ -211,6 +240,13 @@ class BackendBadRequest(BackendError):
 
 class ModelNotFound(BackendError):
     """The backend does not have the model that was asked for."""
+
+    def __init__(
+        self, message: str, *, backend: str | None = None, cli_hint: str | None = None
+    ) -> None:
+        if cli_hint is None and backend is not None:
+            cli_hint = f"see `chatcore backends models {backend}`"
+        super().__init__(message, backend=backend, cli_hint=cli_hint)
 
 
 class EngineError(ChatcoreError):

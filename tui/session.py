@@ -56,7 +56,6 @@ __all__ = [
     "describe_error",
     "export_filename",
     "readiness",
-    "without_cli_flags",
 ]
 
 RAG_PLUGIN = "rag"
@@ -192,8 +191,8 @@ class ConversationExported(UIMessage):
 def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
     """The text of a notice for ``exc`` and what to suggest: never a traceback."""
     if isinstance(exc, ChatcoreError):
+        # Not ``cli_hint``: the app's advice names its keys instead of command-line flags.
         text = str(exc) + "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
-        text = without_cli_flags(text)
     else:  # a bug somewhere below: say so in one line, the app stays up
         text = f"unexpected error: {type(exc).__name__}: {exc}"
     advice: Advice | None = None
@@ -204,18 +203,6 @@ def describe_error(exc: BaseException) -> tuple[str, Advice | None]:
     elif isinstance(exc, EngineClosed | EngineStopped):
         advice = "restart"
     return text, advice
-
-
-_CLI_BACKEND_HINT = re.compile(
-    r"(?:,? or |; )(?:pick another|switch) backend with --backend(?: NAME)?"
-)
-"""The command line's way to another backend, which the engine's errors suggest; in the
-app, the notice's advice names the key instead."""
-
-
-def without_cli_flags(text: str) -> str:
-    """``text`` without hints that only work on the command line (``--backend NAME``)."""
-    return _CLI_BACKEND_HINT.sub("", text)
 
 
 def readiness(report: Mapping[str, Any] | None, error: BaseException | None) -> str:
@@ -382,11 +369,11 @@ class ChatSession:
             await engine.plugins.ensure_backend(backend)
             report = await engine.plugins.get_backend_provider(backend).health()
         except ChatcoreError as exc:
-            text = f"Backend {backend} is not ready: {without_cli_flags(str(exc))}"
+            text = f"Backend {backend} is not ready: {exc}"
             self._post(BackendNotReady(text, "warning", "switch_backend", backend=backend))
             return
         if not report.get("ok", True):
-            detail = without_cli_flags(report.get("detail") or "no answer to a health check")
+            detail = report.get("detail") or "no answer to a health check"
             text = f"Backend {backend} is not ready: {detail}"
             self._post(BackendNotReady(text, "warning", "switch_backend", backend=backend))
 

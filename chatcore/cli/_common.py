@@ -59,6 +59,19 @@ def _argument_prompt(prompt: str) -> str:
     return _prompt_text(os.fsencode(prompt), "the prompt")
 
 
+def _error_line(exc: BaseException) -> str:
+    """An error as the command line says it: the message, its notes, then the CLI's hint.
+
+    The library's messages name config keys and the API; only here is advice added
+    that works on the command line alone (``--backend NAME``, a ``chatcore`` command).
+    """
+    line = str(exc) + "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
+    hint = getattr(exc, "cli_hint", None)
+    if hint:
+        line += f" {hint}" if hint.startswith("(") else f"; {hint}"
+    return line
+
+
 def _guarded(fn: Callable[[], Any]) -> Any:
     """Run a command body; chatcore's own errors become one line and an exit code."""
     from ..errors import ChatcoreError
@@ -66,8 +79,7 @@ def _guarded(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
     except ChatcoreError as exc:
-        notes = "".join(f"; {note}" for note in getattr(exc, "__notes__", ()))
-        _fail(f"{exc}{notes}", exc.exit_code)
+        _fail(_error_line(exc), exc.exit_code)
 
 
 def _load(config_path: Path | None, **overrides: Any) -> Config:

@@ -315,7 +315,8 @@ async def test_an_unknown_model_is_model_not_found(fake: FakeAnthropic, mode: st
             with pytest.raises(
                 ModelNotFound,
                 match=r"^claude: model 'claude-nope' not found at http://127\.0\.0\.1:\d+ "
-                r"\(model: claude-nope\); see `chatcore backends models claude`$",
+                r"\(model: claude-nope\); set model in \[backends\.claude\] "
+                r"\(or the turn's model=\) to one it serves$",
             ):
                 await call(backend, mode, ask())
 

@@ -30,7 +30,7 @@ from chatcore.plugin import PluginConfig
 
 WriteConfig = Callable[..., Path]
 
-HINT = "start it with `ollama serve`, or pick another backend with --backend NAME"
+HINT = "start it with `ollama serve` or set host in [backends.ollama]"
 CHUNKS = ["Hel", "lo, ", "wor", "ld!"]
 MODES = ["stream", "chat"]
 
@@ -579,4 +579,5 @@ async def test_engine_reports_an_unreachable_ollama_in_words(
         async with open_engine(engine_config(write_config, closed_url), backend="local") as engine:
             with pytest.raises(BackendError, match=re.escape(f"cannot reach {closed_url}")) as e:
                 await engine.conversation().send("hi")
-    assert HINT in str(e.value)
+    assert HINT.replace("backends.ollama", "backends.local") in str(e.value)
+    assert "--backend" not in str(e.value)  # the CLI's hint is its own: e.value.cli_hint

@@ -622,8 +622,11 @@ async def test_unknown_backend_is_refused_with_the_configured_names() -> None:
 
 async def test_unknown_conversation_id_is_refused() -> None:
     async with open_engine() as engine:
-        with pytest.raises(chatcore.ConversationNotFound, match="history list"):
+        with pytest.raises(
+            chatcore.ConversationNotFound, match=r"^no conversation '0000dead'$"
+        ) as e:
             engine.conversation("0000dead")
+    assert e.value.cli_hint is not None and "history list" in e.value.cli_hint  # the CLI's
 
 
 class CrashOnce:

@@ -460,23 +460,11 @@ async def test_a_failed_turn_is_a_notice_and_the_app_stays_usable(
         await pilot.press("ctrl+q")
 
 
-@pytest.mark.parametrize(
-    ("said", "shown"),
-    [
-        (
-            "ollama: cannot reach http://x; start it with `ollama serve`, or pick another "
-            "backend with --backend NAME",
-            "ollama: cannot reach http://x; start it with `ollama serve`",
-        ),
-        (
-            "backend 'a' is failing (...; next try in at most 30 s); switch backend with --backend",
-            "backend 'a' is failing (...; next try in at most 30 s)",
-        ),
-        ("a --backend-less message", "a --backend-less message"),
-    ],
-)
-async def test_hints_in_the_app_name_keys_not_command_line_flags(said: str, shown: str) -> None:
-    assert describe_error(BackendUnavailable(said, backend="a")) == (shown, "switch_backend")
+async def test_hints_in_the_app_name_keys_not_command_line_flags() -> None:
+    said = "ollama: cannot reach http://x; start it with `ollama serve`"
+    error = BackendUnavailable(said, backend="a")
+    assert error.cli_hint is not None  # the command line's, which the app leaves out
+    assert describe_error(error) == (said, "switch_backend")
 
 
 async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
