@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, TextIO
 import trio
 
 from ._engine import open_engine
+from .cli._common import _error_line
 from .errors import ChatcoreError
 
 if TYPE_CHECKING:
@@ -83,7 +84,7 @@ async def _repl(config: Config) -> int:
             try:
                 reply = conversation.stream(line)
             except ChatcoreError as exc:
-                print(f"error: {exc}", file=sys.stderr)
+                print(f"error: {_error_line(exc)}", file=sys.stderr)
                 refused = refused or exc.exit_code == 2
                 failed = failed or exc.exit_code != 2
                 continue
@@ -92,7 +93,7 @@ async def _repl(config: Config) -> int:
             except Terminated:
                 return EXIT_TERMINATED
             if error is not None:
-                print(f"error: {error}", file=sys.stderr)
+                print(f"error: {_error_line(error)}", file=sys.stderr)
                 failed = True
 
 

@@ -32,11 +32,12 @@ def _open_store(config_path: Path | None) -> Store:
 def _resolve_or_fail(store: Store, conversation_id: str) -> ConversationSummary:
     """The conversation that ID (or a unique prefix of it or of its short id) names, else exit 2."""
     from ..errors import ConversationNotFound
+    from ._common import _error_line
 
     full_id: str | None = _guarded(lambda: store.resolve_conversation_id(conversation_id))
     summary = store.get_conversation(full_id) if full_id else None
     if summary is None:
-        _fail(str(ConversationNotFound(conversation_id)), 2)
+        _fail(_error_line(ConversationNotFound(conversation_id)), 2)
     return summary
 
 

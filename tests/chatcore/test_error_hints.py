@@ -8,6 +8,7 @@ CLI does, and one case runs the ``chatcore`` command itself.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import subprocess
@@ -186,4 +187,37 @@ def test_the_chatcore_command_still_names_the_flag(write_config: WriteConfig) ->
     assert line.startswith(f"error: local: cannot reach http://127.0.0.1:{port}")
     assert line.endswith(
         "`ollama serve` or set host in [backends.local]; pick another backend with --backend NAME"
+    )
+
+
+def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHATCORE, *args],
+        capture_output=True,
+        text=True,
+        env=subprocess_env({}),
+        timeout=60,
+        input=stdin,
+    )
+
+
+def test_every_command_line_error_path_adds_the_hint(write_config: WriteConfig) -> None:
+    port = closed_port()
+    path = write_config(
+        f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{port}"\n'
+        'model = "llama3.2"\nmax_retries = 0\n'
+    )
+    hint = "; pick another backend with --backend NAME"
+    as_json = run_cli("ask", "--json", "--config", str(path), "--backend", "local", "hi")
+    repl = run_cli("--config", str(path), "--backend", "local", stdin="hi\n")
+    history = run_cli("history", "show", "0000ffff-no-such")
+    assert as_json.returncode == 1
+    assert json.loads(as_json.stdout)["error"].endswith(hint)
+    assert [line for line in repl.stderr.splitlines() if line.startswith("error:")] == [
+        f"error: local: cannot reach http://127.0.0.1:{port} (connection refused); start it "
+        f"with `ollama serve` or set host in [backends.local]{hint}"
+    ]
+    assert history.returncode == 2
+    assert history.stderr == (
+        "error: no conversation '0000ffff-no-such' (see `chatcore history list`)\n"
     )
