@@ -9,7 +9,6 @@ import click
 
 from ._common import (
     _argument_prompt,
-    _error_line,
     _fail,
     _guarded,
     _load,
@@ -133,8 +132,10 @@ async def _ask_async(
         elif reply is not None:
             _print_citations(reply, safe=not raw and is_terminal(sys.stdout))
     if error is not None and as_json:
-        # A script reads stdout: the failure is JSON too, with the conversation to look into.
-        _print_json({"error": _error_line(error), "conversation_id": conversation.id})
+        # A script reads stdout: the failure is JSON too, with the conversation to look
+        # into; its text is the stored error's, without command-line advice.
+        notes = "".join(f"; {note}" for note in getattr(error, "__notes__", ()))
+        _print_json({"error": f"{error}{notes}", "conversation_id": conversation.id})
         return 1
     if error is not None:
         raise error
