@@ -66,10 +66,21 @@ class Conversation:
         temperature: float | None,
         max_tokens: int | None,
     ) -> TurnOptions:
+        # What the turn names wins, then what this object was opened with, then what
+        # the conversation is on (stored with it), then the config.
+        state = self._state
+        named = backend or self.backend
+        chosen = named or state.backend or self._engine.config.default_backend
+        # A stored model belongs to the backend it was used with.
+        stored_model = state.model if chosen == state.backend else None
+        chosen_model = model or self.model or stored_model
+        chosen_system = next(
+            (s for s in (system, self.system, state.system) if s is not None), None
+        )
         return TurnOptions(
-            backend=backend or self.backend or self._engine.config.default_backend,
-            model=model or self.model,
-            system=system or self.system,
+            backend=chosen,
+            model=chosen_model,
+            system=chosen_system,
             temperature=temperature,
             max_tokens=max_tokens,
         )
@@ -86,6 +97,9 @@ class Conversation:
         max_tokens: int | None = None,
     ) -> Message:
         """Send ``text`` and return the stored assistant reply.
+
+        ``backend``, ``model`` and ``system`` become the conversation's: later turns are
+        sent with them until a turn names others (``system=""`` removes the prompt).
 
         Raises:
             InvalidInput: empty, too long, or NUL bytes (nothing is written).

@@ -130,9 +130,17 @@ class Engine:
                 full_id = self.store.resolve_conversation_id(id)
                 if full_id is None:
                     raise ConversationNotFound(id)
-                state_or_none = self._conversations.setdefault(
-                    full_id, ConversationState(id=full_id)
-                )
+                state_or_none = self._conversations.get(full_id)
+                if state_or_none is None:
+                    # Read once per engine: later turns keep the settings in memory.
+                    settings = self.store.conversation_settings(full_id)
+                    backend_, model_, system_ = settings or (None, None, None)
+                    state_or_none = self._conversations.setdefault(
+                        full_id,
+                        ConversationState(
+                            id=full_id, backend=backend_, model=model_, system=system_
+                        ),
+                    )
             state = state_or_none
         return Conversation(self, state, backend=backend, model=model, system=system)
 
@@ -343,6 +351,7 @@ def _salvage(turn: Turn) -> TurnRecord:
         messages=(turn.user_message, reply),
         backend=turn.options.backend,
         model=turn.options.model,
+        system=turn.options.system,
     )
 
 

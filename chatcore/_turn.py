@@ -59,10 +59,27 @@ class ConversationState:
     content that aren't errors. Loaded on the first turn, then extended in place of
     rereading, so a long conversation doesn't cost a rescan per turn."""
     last_turn: Turn | None = None
+    backend: str | None = None
+    """The backend the conversation is on (stored with it): later turns use it."""
+    model: str | None = None
+    """The model it is on; None: the backend's configured one."""
+    system: str | None = None
+    """Its system prompt, sent on every turn; None: the config's ``system_prompt``, and
+    ``""`` none at all."""
 
     def extend(self, messages: tuple[Message, ...]) -> None:
         if self.history is not None:
             self.history = (*self.history, *filter(sendable, messages))
+
+    def settle(self, backend: str | None, model: str | None, system: str | None) -> None:
+        """Take a stored turn's settings, by the store's rule: None keeps what there was,
+        and a new backend brings its own model (None: the backend's configured one)."""
+        if backend is not None and backend != self.backend:
+            self.backend, self.model = backend, model
+        elif model is not None:
+            self.model = model
+        if system is not None:
+            self.system = system
 
 
 @dataclass(frozen=True, slots=True)

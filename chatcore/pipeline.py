@@ -120,7 +120,8 @@ class Pipeline:
             temperature=opts.temperature,
             max_tokens=opts.max_tokens,
             stream=turn.chunks is not None,
-            system=opts.system or self.default_system,
+            # The conversation's own prompt; "" means none, not even the config's.
+            system=(opts.system if opts.system is not None else self.default_system) or None,
         )
         turn.context = context
         if self.hooks.has(HookType.ON_REQUEST_START):
@@ -310,13 +311,26 @@ class Pipeline:
 
         assert turn.user_message is not None and turn.reply is not None
         turn.reply = stored_failure(turn.reply)
-        context = turn.context
+        opts = turn.options
+        # The conversation stays on what the turn asked for: a fallback answers one
+        # turn, and the system prompt stored is the conversation's own, not the config's
+        # default nor what features added to it (RAG's passages).
+        backend: str | None = opts.backend
+        model = opts.model or self.generation.backend_model(opts.backend)
+        if model is None and turn.reply.metadata.get("backend") == opts.backend:
+            model = turn.reply.model
+        if turn.reply.status is MessageStatus.ERROR:
+            # Nothing answered: a mistyped --model or a backend that is down must not
+            # become what the conversation is on.
+            model = None
+            if turn.conversation.backend is not None:
+                backend = None
         record = TurnRecord(
             conversation_id=turn.conversation.id,
             messages=(turn.user_message, turn.reply),
-            backend=context.backend if context else turn.options.backend,
-            model=turn.reply.model or (context.model if context else None),
-            system=context.system if context else None,
+            backend=backend,
+            model=model,
+            system=opts.system,
         )
         try:
             await self.writer.write([record])
@@ -324,6 +338,7 @@ class Pipeline:
             turn.error = turn.error or exc
         else:
             turn.conversation.extend(record.messages)
+            turn.conversation.settle(record.backend, record.model, record.system)
         turn.persisted.set()
         await self._end(turn)
 

@@ -44,7 +44,12 @@ def tui(backend: str | None, conversation_id: str | None, config_path: Path | No
 @click.argument("prompt", required=False)
 @click.option("--backend", default=None, help="Backend name (a [backends.NAME] table).")
 @click.option("--model", default=None, help="Model to ask for (default: the backend's).")
-@click.option("--system", default=None, help="System prompt for this turn.")
+@click.option(
+    "--system",
+    default=None,
+    help="System prompt of the conversation: kept for its later turns until another "
+    '--system replaces it (--system "" removes it).',
+)
 @click.option("--conversation", "conversation_id", default=None, help="Continue conversation ID.")
 @click.option(
     "-c", "--continue", "continue_latest", is_flag=True, help="Continue the latest conversation."

@@ -248,6 +248,22 @@ class ConversationReader(StoreConnection):
         )
         return None if not rows or rows[0][0] is None else str(rows[0][0])
 
+    def conversation_settings(
+        self, conversation_id: str
+    ) -> tuple[str | None, str | None, str | None] | None:
+        """The ``(backend, model, system)`` a live conversation is on; None if there is none.
+
+        The system prompt is ``""`` when a turn removed it, None when none was ever given.
+        """
+        rows = self._read(
+            "SELECT backend, model, system FROM conversations WHERE id = ? AND deleted_at IS NULL",
+            [conversation_id],
+        )
+        if not rows:
+            return None
+        backend, model, system = rows[0]
+        return backend, model, system
+
     def get_messages(self, conversation_id: str) -> list[Message]:
         """The messages of a conversation, oldest first ([] if there is none).
 
