@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
     from .messages import ChatContext, Chunk
 
-__all__ = ["ConversationState", "Turn", "TurnOptions", "sendable", "stored_failure"]
+__all__ = ["CLIENT_ID", "ConversationState", "Turn", "TurnOptions", "sendable", "stored_failure"]
+
+CLIENT_ID = "client_id"
+"""Metadata key of a turn's idempotency key, on its user message and its reply."""
 
 
 def sendable(message: Message) -> bool:
@@ -66,6 +69,9 @@ class ConversationState:
     system: str | None = None
     """Its system prompt, sent on every turn; None: the config's ``system_prompt``, and
     ``""`` none at all."""
+    unsaved: bool = False
+    """Made new by this engine and nothing stored yet: a retried first turn
+    (``client_id``) may move it to the conversation its key was stored in."""
 
     def extend(self, messages: tuple[Message, ...]) -> None:
         if self.history is not None:
@@ -117,6 +123,14 @@ class Turn:
     started_at: float = field(default_factory=time.perf_counter)
     on_finished: Callable[[Turn], None] | None = None
     """Called once when the turn finishes (the engine forgets it then)."""
+    client_id: str | None = None
+    """The caller's idempotency key: stored in both messages' metadata."""
+
+    def keyed(self, message: Message) -> Message:
+        """``message`` as it is stored: with the turn's idempotency key, if it has one."""
+        if self.client_id is None or message.metadata.get(CLIENT_ID) == self.client_id:
+            return message
+        return message.replace(metadata={**message.metadata, CLIENT_ID: self.client_id})
 
     def cancel(self) -> None:
         """Stop generating; what was streamed so far is kept as a ``partial`` reply."""

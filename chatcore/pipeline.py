@@ -310,7 +310,8 @@ class Pipeline:
         from .store import TurnRecord
 
         assert turn.user_message is not None and turn.reply is not None
-        turn.reply = stored_failure(turn.reply)
+        turn.reply = turn.keyed(stored_failure(turn.reply))
+        turn.user_message = turn.keyed(turn.user_message)
         opts = turn.options
         # The conversation stays on what the turn asked for: a fallback answers one
         # turn, and the system prompt stored is the conversation's own, not the config's
@@ -339,6 +340,7 @@ class Pipeline:
         else:
             turn.conversation.extend(record.messages)
             turn.conversation.settle(record.backend, record.model, record.system)
+            turn.conversation.unsaved = False
         turn.persisted.set()
         await self._end(turn)
 
@@ -364,7 +366,8 @@ class Pipeline:
             if not turn.persisted.is_set() and turn.user_message is not None:
                 from .store import TurnRecord
 
-                reply = turn.reply = stored_failure(turn.salvage_reply(str(turn.error)))
+                reply = turn.reply = turn.keyed(stored_failure(turn.salvage_reply(str(turn.error))))
+                turn.user_message = turn.keyed(turn.user_message)
                 record = TurnRecord(turn.conversation.id, (turn.user_message, reply))
                 with trio.move_on_after(ABANDON_WRITE_TIMEOUT_S):
                     await self.writer.write_direct([record])

@@ -43,7 +43,7 @@ OLD_RELEASE = SUPPORT_DIR / "old_release_db"
 FIXTURE = OLD_RELEASE / "chatcore-0.1.0.db"
 LEGACY_NAMES = ["m001_initial", "m002_rag_and_memory", "m003_replication"]
 ALL_SETS = {
-    "chatcore": ["m001_initial", "m002_replication", "m003_legacy_guard"],
+    "chatcore": ["m001_initial", "m002_replication", "m003_legacy_guard", "m004_client_ids"],
     "memory": ["m001_memories"],
     "rag": ["m001_documents"],
 }
@@ -130,7 +130,7 @@ def steps_of(migrations: MigrationSet, name: str, *extra: Any) -> MigrationSet:
 
 def test_fresh_database_is_fully_migrated(db_path: Path) -> None:
     with Store(db_path) as store:
-        assert store.schema_version() == len(CORE_MIGRATIONS) == 3
+        assert store.schema_version() == len(CORE_MIGRATIONS) == 4
     db = open_database(db_path)
     assert {"conversations", "messages", "plugin_kv", "sync_state", "outbox"} <= set(
         db.table_names()
@@ -231,17 +231,17 @@ def test_database_at_every_version_migrates_forward(db_path: Path, version: int)
     assert legacy_names(db_path) == [*LEGACY_NAMES[:version], "m004_migration_sets"]
 
     # A later release adds a step to the store's set: only that one runs.
-    def m004_add_notes(db: Database) -> None:
+    def m005_add_notes(db: Database) -> None:
         db.table("notes").create({"id": int, "text": str}, pk="id")
 
-    newer = steps_of(CORE_MIGRATIONS, "chatcore", m004_add_notes)
+    newer = steps_of(CORE_MIGRATIONS, "chatcore", m005_add_notes)
     before = list(open_database(db_path).table("_applied_migrations").rows)
-    assert newer.apply(open_database(db_path)) == ["m004_add_notes"]
+    assert newer.apply(open_database(db_path)) == ["m005_add_notes"]
     db = open_database(db_path)
     assert "notes" in db.table_names()
     rows = list(db.table("_applied_migrations").rows)
-    assert [r for r in rows if r["name"] != "m004_add_notes"] == before
-    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m004_add_notes"]
+    assert [r for r in rows if r["name"] != "m005_add_notes"] == before
+    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m005_add_notes"]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -307,6 +307,7 @@ def test_the_previous_release_database_keeps_everything(db_path: Path) -> None:
     assert set(after["schema"]) - set(before["schema"]) == {
         "_applied_migrations",
         "sqlite_autoindex__applied_migrations_1",
+        "messages_client_id",  # chatcore/m004_client_ids, the one step 0.1.0 lacked
     }
     for table, rows in before["rows"].items():
         if table == "_migrations":
@@ -408,11 +409,11 @@ def test_the_previous_release_database_opens_in_todays_engine(
 def test_failed_migration_is_rolled_back(db_path: Path) -> None:
     Store(db_path).close()
 
-    def m004_broken(db: Database) -> None:
+    def m005_broken(db: Database) -> None:
         db.table("half_done").create({"id": int}, pk="id")
         raise RuntimeError("migration bug")
 
-    broken = steps_of(CORE_MIGRATIONS, "chatcore", m004_broken)
+    broken = steps_of(CORE_MIGRATIONS, "chatcore", m005_broken)
     with pytest.raises(RuntimeError, match="migration bug"):
         broken.apply(open_database(db_path))
     db = open_database(db_path)
@@ -517,7 +518,7 @@ def test_stop_before_builds_an_older_layout(db_path: Path) -> None:
     assert "outbox" not in db.table_names()
     assert CORE_MIGRATIONS.applied(db) == ["m001_initial"]
     with Store(db_path) as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == len(CORE_MIGRATIONS)
     assert "outbox" in open_database(db_path).table_names()
 
 
@@ -585,7 +586,7 @@ def test_processes_opening_a_new_file_at_once_migrate_it_once(tmp_path: Path) ->
     counts = raw(path).execute(
         "SELECT COUNT(*), COUNT(DISTINCT migration_set || '/' || name) FROM _applied_migrations"
     )
-    assert counts.fetchone() == (5, 5)
+    assert counts.fetchone() == (6, 6)
     assert legacy_names(path) == ["m004_migration_sets"]
 
 
