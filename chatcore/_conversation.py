@@ -66,10 +66,21 @@ class Conversation:
         temperature: float | None,
         max_tokens: int | None,
     ) -> TurnOptions:
+        # What the turn names wins, then what this object was opened with, then what
+        # the conversation is on (stored with it), then the config.
+        state = self._state
+        named = backend or self.backend
+        chosen = named or state.backend or self._engine.config.default_backend
+        # A stored model belongs to the backend it was used with.
+        stored_model = state.model if chosen == state.backend else None
+        chosen_model = model or self.model or stored_model
+        chosen_system = next(
+            (s for s in (system, self.system, state.system) if s is not None), None
+        )
         return TurnOptions(
-            backend=backend or self.backend or self._engine.config.default_backend,
-            model=model or self.model,
-            system=system or self.system,
+            backend=chosen,
+            model=chosen_model,
+            system=chosen_system,
             temperature=temperature,
             max_tokens=max_tokens,
         )
@@ -84,15 +95,27 @@ class Conversation:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        client_id: str | None = None,
     ) -> Message:
         """Send ``text`` and return the stored assistant reply.
 
+        ``backend``, ``model`` and ``system`` become the conversation's: later turns are
+        sent with them until a turn names others (``system=""`` removes the prompt).
+
+        ``client_id`` is an idempotency key (unique in the database: a UUID per turn):
+        if a turn with it is stored, its stored reply (complete or partial) is returned
+        and nothing runs again, so a send whose answer was lost can be retried safely.
+        A retried first turn from a new conversation moves this object to the
+        conversation the key was stored in.
+
         Raises:
-            InvalidInput: empty, too long, or NUL bytes (nothing is written).
-            BackendError: the backend failed; what was said is stored all the same.
+            InvalidInput: empty, too long, or NUL bytes (nothing is written); a
+                ``client_id`` already used in another conversation.
+            BackendError: the backend failed; what was said is stored all the same
+                (a retry of that turn's key raises it again).
         """
         options = self._options(backend, model, system, temperature, max_tokens)
-        turn = self._engine._new_turn(self._state, text, options, None)
+        turn = self._engine._new_turn(self._state, text, options, None, client_id)
         await self._engine._submit(turn)
         try:
             return await self._engine._await(turn)
@@ -111,11 +134,14 @@ class Conversation:
         system: str | None = None,
         temperature: float | None = None,
         max_tokens: int | None = None,
+        client_id: str | None = None,
     ) -> ReplyStream:
         """Send ``text`` and iterate the reply's ``Chunk``s as they arrive.
 
         Use it as ``async for chunk in conversation.stream(text)``, or inside
         ``async with`` to make leaving early stop the reply (kept as ``partial``).
+        ``client_id`` is an idempotency key as for ``send``: a stored turn's reply
+        arrives as one chunk.
         """
         under_asyncio = asyncio_stream(
             self,
@@ -126,13 +152,14 @@ class Conversation:
                 system=system,
                 temperature=temperature,
                 max_tokens=max_tokens,
+                client_id=client_id,
             ),
         )
         if under_asyncio is not None:
             return under_asyncio
         options = self._options(backend, model, system, temperature, max_tokens)
         send, receive = trio.open_memory_channel[Chunk](REPLY_CHANNEL_SIZE)
-        turn = self._engine._new_turn(self._state, text, options, send)
+        turn = self._engine._new_turn(self._state, text, options, send, client_id)
         return ReplyStream(self._engine, turn, receive)
 
     @bridged
@@ -223,7 +250,9 @@ class ReplyStream:
     @property
     def message(self) -> Message | None:
         reply = self._turn.reply if self._turn.finished.is_set() else None
-        return None if reply is None else reply.replace(conversation_id=self.conversation_id)
+        if reply is None:
+            return None
+        return reply.replace(conversation_id=reply.conversation_id or self.conversation_id)
 
     def cancel(self) -> None:
         """Stop the reply; what arrived so far is stored as ``partial``."""

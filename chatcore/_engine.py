@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
 from contextlib import asynccontextmanager
@@ -24,6 +25,7 @@ from ._plugins import BackgroundJobs, PluginManager, PluginState, PluginStatus
 from .actors import ActorStatus, Supervisor, open_supervisor
 from .config import Config, load_config
 from .errors import (
+    BackendError,
     ConversationNotFound,
     EngineClosed,
     InvalidInput,
@@ -32,7 +34,7 @@ from .errors import (
     UnknownBackend,
 )
 from .hooks import HookRegistry
-from .messages import Chunk, Message, Role, new_id
+from .messages import Chunk, Message, MessageStatus, Role, new_id
 from .pipeline import ConversationState, Pipeline, Turn, TurnOptions
 from .store import (
     SEARCH_LIMIT,
@@ -103,6 +105,8 @@ class Engine:
         """Replication to Redis; None when ``[replication] redis_url`` is empty."""
         self._conversations: dict[str, ConversationState] = {}
         self._in_flight: set[Turn] = set()
+        self._keyed: dict[str, Turn] = {}
+        """Turns in flight with an idempotency key: a retry of one waits for it."""
         self._closing = False
         self._guest: TrioGuest | None = None
         """Set when the engine was opened under asyncio: calls from there run in it."""
@@ -126,7 +130,7 @@ class Engine:
         if backend is not None:
             self._check_backend(backend)
         if id is None:
-            state = ConversationState(id=new_id(), history=())
+            state = ConversationState(id=new_id(), history=(), unsaved=True)
             self._conversations[state.id] = state
         else:
             state_or_none = self._conversations.get(id)
@@ -134,9 +138,17 @@ class Engine:
                 full_id = self.store.resolve_conversation_id(id)
                 if full_id is None:
                     raise ConversationNotFound(id)
-                state_or_none = self._conversations.setdefault(
-                    full_id, ConversationState(id=full_id)
-                )
+                state_or_none = self._conversations.get(full_id)
+                if state_or_none is None:
+                    # Read once per engine: later turns keep the settings in memory.
+                    settings = self.store.conversation_settings(full_id)
+                    backend_, model_, system_ = settings or (None, None, None)
+                    state_or_none = self._conversations.setdefault(
+                        full_id,
+                        ConversationState(
+                            id=full_id, backend=backend_, model=model_, system=system_
+                        ),
+                    )
             state = state_or_none
         return Conversation(self, state, backend=backend, model=model, system=system)
 
@@ -258,12 +270,17 @@ class Engine:
         text: str,
         options: TurnOptions,
         chunks: trio.MemorySendChannel[Chunk] | None,
+        client_id: str | None = None,
     ) -> Turn:
         self._ensure_open()
         self._validate(text)
+        if client_id is not None:
+            _check_client_id(client_id)
         self._check_backend(options.backend)
         self._check_plugins_loaded()
-        return Turn(conversation=state, text=text, options=options, chunks=chunks)
+        return Turn(
+            conversation=state, text=text, options=options, chunks=chunks, client_id=client_id
+        )
 
     async def _submit(self, turn: Turn) -> None:
         self._ensure_open()
@@ -275,6 +292,8 @@ class Engine:
         turn.on_finished = self._forget
         self._in_flight.add(turn)
         try:
+            if turn.client_id is not None and await self._answer_retry(turn):
+                return
             await self._check_backend_loads(turn.options.backend)
             await self._pipeline.gateway.send_channel.send(turn)
         except BaseException as exc:
@@ -282,8 +301,56 @@ class Engine:
             turn.finish(exc)
             raise
 
+    async def _answer_retry(self, turn: Turn) -> bool:
+        """Finish ``turn`` with the stored reply of its key, if that turn is stored.
+
+        One indexed read, only for turns with a key. A turn of the same key still in
+        flight in this engine is waited for first, so two sends of one key run once.
+        """
+        key = turn.client_id
+        assert key is not None
+        while (original := self._keyed.get(key)) is not None:
+            await original.finished.wait()
+        self._keyed[key] = turn
+        reply = await trio.to_thread.run_sync(self.store.find_turn, key)
+        if reply is None:
+            return False
+        state = turn.conversation
+        if reply.conversation_id != state.id:
+            self._adopt(state, turn, key, reply.conversation_id or "")
+        if reply.status is MessageStatus.ERROR:
+            reason = str(reply.metadata.get("error") or reply.content)
+            turn.error = BackendError(reason, backend=reply.metadata.get("backend"))
+        else:
+            turn.reply = reply
+            if turn.chunks is not None and reply.content:
+                chunk = Chunk(text=reply.content, index=0, done=True, model=reply.model)
+                with contextlib.suppress(trio.BrokenResourceError, trio.ClosedResourceError):
+                    await turn.chunks.send(chunk)
+        turn.persisted.set()  # stored long ago: nothing of this turn is to be written
+        turn.finish()
+        return True
+
+    def _adopt(self, state: ConversationState, turn: Turn, key: str, stored_in: str) -> None:
+        """A retried first turn names the conversation its key was stored in: a new,
+        empty conversation becomes that one; any other is refused."""
+        if not (state.unsaved and state.last_turn is turn and turn.previous is None):
+            raise InvalidInput(
+                f"client_id {key!r} belongs to a turn of another conversation ({stored_in}); "
+                "a new turn needs a new client_id"
+            )
+        if stored_in in self._conversations:
+            return  # already open here: the reply says where it is
+        del self._conversations[state.id]
+        settings = self.store.conversation_settings(stored_in)
+        state.id, state.history, state.unsaved = stored_in, None, False
+        state.backend, state.model, state.system = settings or (None, None, None)
+        self._conversations[stored_in] = state
+
     def _forget(self, turn: Turn) -> None:
         self._in_flight.discard(turn)
+        if turn.client_id is not None and self._keyed.get(turn.client_id) is turn:
+            del self._keyed[turn.client_id]
         if turn.conversation.last_turn is turn:
             turn.conversation.last_turn = None
 
@@ -292,7 +359,9 @@ class Engine:
         if turn.error is not None:
             raise turn.error
         assert turn.reply is not None
-        return turn.reply.replace(conversation_id=turn.conversation.id)
+        return turn.reply.replace(
+            conversation_id=turn.reply.conversation_id or turn.conversation.id
+        )
 
     async def _close(self, grace_s: float) -> None:
         """Stop taking turns, end the ones in flight as ``partial``, stop the actors."""
@@ -307,8 +376,14 @@ class Engine:
             for turn in list(self._in_flight):
                 await turn.finished.wait()
         await self.supervisor.stop()
+        # A keyed turn that never reached the gateway is left out: the caller gets
+        # EngineClosed and retries with its key, which must not find a salvaged copy.
         stranded = sorted(
-            (t for t in self._in_flight if not t.persisted.is_set()),
+            (
+                t
+                for t in self._in_flight
+                if not t.persisted.is_set() and (t.client_id is None or t.user_message is not None)
+            ),
             key=lambda t: t.started_at,
         )
         if stranded:
@@ -341,16 +416,36 @@ class Engine:
             log.warning("plugin counters not saved: %s", exc)
 
 
+CLIENT_ID_MAX_CHARS = 256
+
+
+def _check_client_id(client_id: str) -> None:
+    if (
+        not isinstance(client_id, str)
+        or not client_id.strip()
+        or len(client_id) > CLIENT_ID_MAX_CHARS
+        or "\x00" in client_id
+    ):
+        raise InvalidInput(
+            f"client_id must be non-blank text of at most {CLIENT_ID_MAX_CHARS} characters "
+            "without NUL bytes (a UUID per turn, say)"
+        )
+
+
 def _salvage(turn: Turn) -> TurnRecord:
     """What to store of a turn the pipeline could not finish: never lose the user's words."""
     if turn.user_message is None:
         turn.user_message = Message(role=Role.USER, content=turn.text)
-    reply = turn.salvage_reply("interrupted: the engine shut down mid-reply")
+    turn.user_message = turn.keyed(turn.user_message)
+    reply = turn.reply = turn.keyed(
+        turn.salvage_reply("interrupted: the engine shut down mid-reply")
+    )
     return TurnRecord(
         conversation_id=turn.conversation.id,
         messages=(turn.user_message, reply),
         backend=turn.options.backend,
         model=turn.options.model,
+        system=turn.options.system,
     )
 
 

@@ -21,7 +21,10 @@ if TYPE_CHECKING:
 
     from .messages import ChatContext, Chunk
 
-__all__ = ["ConversationState", "Turn", "TurnOptions", "sendable", "stored_failure"]
+__all__ = ["CLIENT_ID", "ConversationState", "Turn", "TurnOptions", "sendable", "stored_failure"]
+
+CLIENT_ID = "client_id"
+"""Metadata key of a turn's idempotency key, on its user message and its reply."""
 
 
 def sendable(message: Message) -> bool:
@@ -59,10 +62,30 @@ class ConversationState:
     content that aren't errors. Loaded on the first turn, then extended in place of
     rereading, so a long conversation doesn't cost a rescan per turn."""
     last_turn: Turn | None = None
+    backend: str | None = None
+    """The backend the conversation is on (stored with it): later turns use it."""
+    model: str | None = None
+    """The model it is on; None: the backend's configured one."""
+    system: str | None = None
+    """Its system prompt, sent on every turn; None: the config's ``system_prompt``, and
+    ``""`` none at all."""
+    unsaved: bool = False
+    """Made new by this engine and nothing stored yet: a retried first turn
+    (``client_id``) may move it to the conversation its key was stored in."""
 
     def extend(self, messages: tuple[Message, ...]) -> None:
         if self.history is not None:
             self.history = (*self.history, *filter(sendable, messages))
+
+    def settle(self, backend: str | None, model: str | None, system: str | None) -> None:
+        """Take a stored turn's settings, by the store's rule: None keeps what there was,
+        and a new backend brings its own model (None: the backend's configured one)."""
+        if backend is not None and backend != self.backend:
+            self.backend, self.model = backend, model
+        elif model is not None:
+            self.model = model
+        if system is not None:
+            self.system = system
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +123,14 @@ class Turn:
     started_at: float = field(default_factory=time.perf_counter)
     on_finished: Callable[[Turn], None] | None = None
     """Called once when the turn finishes (the engine forgets it then)."""
+    client_id: str | None = None
+    """The caller's idempotency key: stored in both messages' metadata."""
+
+    def keyed(self, message: Message) -> Message:
+        """``message`` as it is stored: with the turn's idempotency key, if it has one."""
+        if self.client_id is None or message.metadata.get(CLIENT_ID) == self.client_id:
+            return message
+        return message.replace(metadata={**message.metadata, CLIENT_ID: self.client_id})
 
     def cancel(self) -> None:
         """Stop generating; what was streamed so far is kept as a ``partial`` reply."""

@@ -120,7 +120,8 @@ class Pipeline:
             temperature=opts.temperature,
             max_tokens=opts.max_tokens,
             stream=turn.chunks is not None,
-            system=opts.system or self.default_system,
+            # The conversation's own prompt; "" means none, not even the config's.
+            system=(opts.system if opts.system is not None else self.default_system) or None,
         )
         turn.context = context
         if self.hooks.has(HookType.ON_REQUEST_START):
@@ -309,14 +310,28 @@ class Pipeline:
         from .store import TurnRecord
 
         assert turn.user_message is not None and turn.reply is not None
-        turn.reply = stored_failure(turn.reply)
-        context = turn.context
+        turn.reply = turn.keyed(stored_failure(turn.reply))
+        turn.user_message = turn.keyed(turn.user_message)
+        opts = turn.options
+        # The conversation stays on what the turn asked for: a fallback answers one
+        # turn, and the system prompt stored is the conversation's own, not the config's
+        # default nor what features added to it (RAG's passages).
+        backend: str | None = opts.backend
+        model = opts.model or self.generation.backend_model(opts.backend)
+        if model is None and turn.reply.metadata.get("backend") == opts.backend:
+            model = turn.reply.model
+        if turn.reply.status is MessageStatus.ERROR:
+            # Nothing answered: a mistyped --model or a backend that is down must not
+            # become what the conversation is on.
+            model = None
+            if turn.conversation.backend is not None:
+                backend = None
         record = TurnRecord(
             conversation_id=turn.conversation.id,
             messages=(turn.user_message, turn.reply),
-            backend=context.backend if context else turn.options.backend,
-            model=turn.reply.model or (context.model if context else None),
-            system=context.system if context else None,
+            backend=backend,
+            model=model,
+            system=opts.system,
         )
         try:
             await self.writer.write([record])
@@ -324,6 +339,8 @@ class Pipeline:
             turn.error = turn.error or exc
         else:
             turn.conversation.extend(record.messages)
+            turn.conversation.settle(record.backend, record.model, record.system)
+            turn.conversation.unsaved = False
         turn.persisted.set()
         await self._end(turn)
 
@@ -349,7 +366,8 @@ class Pipeline:
             if not turn.persisted.is_set() and turn.user_message is not None:
                 from .store import TurnRecord
 
-                reply = turn.reply = stored_failure(turn.salvage_reply(str(turn.error)))
+                reply = turn.reply = turn.keyed(stored_failure(turn.salvage_reply(str(turn.error))))
+                turn.user_message = turn.keyed(turn.user_message)
                 record = TurnRecord(turn.conversation.id, (turn.user_message, reply))
                 with trio.move_on_after(ABANDON_WRITE_TIMEOUT_S):
                     await self.writer.write_direct([record])

@@ -44,8 +44,20 @@ def tui(backend: str | None, conversation_id: str | None, config_path: Path | No
 @click.argument("prompt", required=False)
 @click.option("--backend", default=None, help="Backend name (a [backends.NAME] table).")
 @click.option("--model", default=None, help="Model to ask for (default: the backend's).")
-@click.option("--system", default=None, help="System prompt for this turn.")
+@click.option(
+    "--system",
+    default=None,
+    help="System prompt of the conversation: kept for its later turns until another "
+    '--system replaces it (--system "" removes it).',
+)
 @click.option("--conversation", "conversation_id", default=None, help="Continue conversation ID.")
+@click.option(
+    "--id",
+    "client_id",
+    default=None,
+    help="Idempotency key of this turn (a UUID, say): run again with the same key, it "
+    "prints the stored reply instead of asking a second time.",
+)
 @click.option(
     "-c", "--continue", "continue_latest", is_flag=True, help="Continue the latest conversation."
 )
@@ -63,6 +75,7 @@ def ask(
     model: str | None,
     system: str | None,
     conversation_id: str | None,
+    client_id: str | None,
     continue_latest: bool,
     raw: bool,
     config_path: Path | None,
@@ -96,6 +109,7 @@ def ask(
             continue_latest,
             as_json,
             raw,
+            client_id,
         )
 
     code = _guarded(run)
@@ -111,6 +125,7 @@ async def _ask_async(
     continue_latest: bool,
     as_json: bool,
     raw: bool,
+    client_id: str | None = None,
 ) -> int:
     from .._engine import open_engine
     from .._repl import EXIT_TERMINATED, TERMINATED, Terminated, is_terminal, stream_reply
@@ -120,7 +135,7 @@ async def _ask_async(
             conversation = engine.latest_conversation() or engine.conversation()
         else:
             conversation = engine.conversation(conversation_id)
-        reply_stream = conversation.stream(prompt, model=model, system=system)
+        reply_stream = conversation.stream(prompt, model=model, system=system, client_id=client_id)
         terminated = False
         try:
             error = await stream_reply(reply_stream, None if as_json else sys.stdout, raw=raw)

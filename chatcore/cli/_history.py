@@ -128,6 +128,7 @@ def history_show(conversation_id: str, config_path: Path | None, as_json: bool) 
     try:
         summary = _resolve_or_fail(store, conversation_id)
         messages = store.get_messages(summary.id)
+        system = store.conversation_system(summary.id)
     finally:
         store.close()
     if as_json:
@@ -135,6 +136,9 @@ def history_show(conversation_id: str, config_path: Path | None, as_json: bool) 
             {
                 "id": summary.id,
                 "title": summary.title,
+                "backend": summary.backend,
+                "model": summary.model,
+                "system": system,
                 "messages": [
                     {
                         "id": m.id,
@@ -150,6 +154,11 @@ def history_show(conversation_id: str, config_path: Path | None, as_json: bool) 
         )
         return
     click.echo(f"# {summary.title}  ({summary.id})")
+    on = " · ".join(part for part in (summary.backend, summary.model) if part)
+    if on:
+        click.echo(f"on: {on}")
+    if system:
+        click.echo(f"system: {system}")
     for m in messages:
         flag = "" if str(m.status) == "complete" else f" [{m.status}]"
         click.echo(f"\n{m.role}{flag}:\n{m.content}")

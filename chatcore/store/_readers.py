@@ -248,6 +248,38 @@ class ConversationReader(StoreConnection):
         )
         return None if not rows or rows[0][0] is None else str(rows[0][0])
 
+    def conversation_settings(
+        self, conversation_id: str
+    ) -> tuple[str | None, str | None, str | None] | None:
+        """The ``(backend, model, system)`` a live conversation is on; None if there is none.
+
+        The system prompt is ``""`` when a turn removed it, None when none was ever given.
+        """
+        rows = self._read(
+            "SELECT backend, model, system FROM conversations WHERE id = ? AND deleted_at IS NULL",
+            [conversation_id],
+        )
+        if not rows:
+            return None
+        backend, model, system = rows[0]
+        return backend, model, system
+
+    def find_turn(self, client_id: str) -> Message | None:
+        """The stored reply of the turn sent with idempotency key ``client_id``, if any.
+
+        Keys are global to the database (a retried first turn does not know its new
+        conversation's id); the reply's ``conversation_id`` says where it is.
+        """
+        from ._schema import CLIENT_ID_EXPRESSION, CLIENT_ID_FILTER
+
+        rows = self._read(
+            f"SELECT conversation_id, {_MESSAGE_COLUMNS} FROM messages "
+            f"WHERE {CLIENT_ID_FILTER} AND {CLIENT_ID_EXPRESSION} = ? AND role = 'assistant' "
+            "ORDER BY created_at, id LIMIT 1",
+            [client_id],
+        )
+        return _message(rows[0][1:], rows[0][0]) if rows else None
+
     def get_messages(self, conversation_id: str) -> list[Message]:
         """The messages of a conversation, oldest first ([] if there is none).
 

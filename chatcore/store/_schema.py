@@ -183,3 +183,27 @@ def m004_field_stamps(db: Database) -> None:
         "'title', hlc, 'backend', hlc, 'model', hlc, 'system', hlc, 'metadata', hlc) "
         "WHERE hlc IS NOT NULL AND deleted_at IS NULL"
     )
+
+
+CLIENT_ID_FILTER = "instr(metadata, '\"client_id\"') > 0"
+"""Which messages the key index holds: those whose metadata may have a key (cheap to test)."""
+CLIENT_ID_EXPRESSION = (
+    "CASE WHEN json_valid(metadata) THEN json_extract(metadata, '$.client_id') END"
+)
+"""A turn's idempotency key, kept in its messages' metadata (so it replicates with
+them). Guarded by ``json_valid``: Python's json writes NaN, which SQLite's JSON
+functions refuse, and the index must never make a write fail. Queries spell the
+filter and the expression exactly like this, or SQLite does not use the index."""
+
+
+@CORE_MIGRATIONS
+def m005_client_ids(db: Database) -> None:
+    """Index the idempotency keys of turns (``send(client_id=...)``, ``ask --id``).
+
+    Partial: only messages with a key are in it, so turns without one cost nothing
+    more. Not unique: merging another device's messages must never fail on a key.
+    """
+    db.conn.execute(
+        f"CREATE INDEX messages_client_id ON messages ({CLIENT_ID_EXPRESSION}) "
+        f"WHERE {CLIENT_ID_FILTER}"
+    )

@@ -60,9 +60,9 @@ INSERT INTO conversations (
 VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6, ?7, ?8)
 ON CONFLICT (id) DO UPDATE SET
     updated_at = excluded.updated_at,
-    backend = COALESCE(excluded.backend, conversations.backend),
-    model = COALESCE(excluded.model, conversations.model),
-    system = COALESCE(excluded.system, conversations.system),
+    backend = excluded.backend,
+    model = excluded.model,
+    system = excluded.system,
     hlc = COALESCE(excluded.hlc, conversations.hlc),
     device_id = IIF(excluded.hlc IS NULL, conversations.device_id, excluded.device_id)
 """
@@ -248,15 +248,18 @@ class ConversationWriter(StoreConnection):
                 changed = list(MERGED_FIELDS)
             elif known[6] is not None:
                 raise ConversationNotFound(cid)
-            # Same COALESCE rule as the upsert: a turn without a backend keeps the old one.
-            for index, name, value in (
-                (2, "backend", record.backend),
-                (3, "model", record.model),
-                (4, "system", record.system),
-            ):
-                if value is not None and value != known[index]:
-                    known[index] = value
-                    changed.append(name)
+            # None keeps what is stored; a new backend brings its own model (None: the
+            # backend's configured one), since the old model belongs to the old backend.
+            # The row is written from ``known``, read in this transaction.
+            if record.backend is not None and record.backend != known[2]:
+                known[2], known[3] = record.backend, record.model
+                changed += ["backend", "model"]
+            elif record.model is not None and record.model != known[3]:
+                known[3] = record.model
+                changed.append("model")
+            if record.system is not None and record.system != known[4]:
+                known[4] = record.system
+                changed.append("system")
             if changed:
                 conversation_hlc = clock.now()
                 data, stamped = changed_fields(
@@ -273,9 +276,9 @@ class ConversationWriter(StoreConnection):
                     cid,
                     known[0],
                     stamp,
-                    record.backend,
-                    record.model,
-                    record.system,
+                    known[2],
+                    known[3],
+                    known[4],
                     conversation_hlc,
                     device,
                 )

@@ -158,7 +158,8 @@ async def test_export_markdown_has_what_a_reader_needs(
     assert text == (
         "# Plans: Q3 / 2026!\n"
         "\n"
-        f"Conversation `{conversation.id}` · backend `failing` · model `echo`\n"
+        # The failing backend has no model: echo's model stayed with echo.
+        f"Conversation `{conversation.id}` · backend `failing`\n"
         "\n"
         "**System prompt**\n"
         "\n"
@@ -168,7 +169,7 @@ async def test_export_markdown_has_what_a_reader_needs(
         "\n"
         "Plans: Q3 / 2026!\n"
         "\n"
-        f"**Assistant** · {when(reply)}\n"
+        f"**Assistant** · {when(reply)} · `echo`\n"
         "\n"
         "echo: Plans: Q3 / 2026!\n"
         "\n"

@@ -136,7 +136,8 @@ def test_an_edit_queues_only_the_fields_it_changed(tmp_path: Path) -> None:
     assert [sorted(c.data) for c in changes] == [
         ["backend", "created_at", "metadata", "model", "system", "title"],
         ["created_at", "model"],
-        ["backend", "created_at", "system"],
+        # A new backend brings its own model: the old one is reset along with it.
+        ["backend", "created_at", "model", "system"],
         ["created_at", "title"],
     ]
     assert changes[2].data["system"] == "be brief"
@@ -260,16 +261,17 @@ def record_stamps(stamps: dict[tuple[str, str], str], changes: list[Change]) -> 
 
 
 def record_edit(stamps: dict[tuple[str, str], str], store: Store, name: str) -> None:
-    """The stamp of the value a user just gave ``name``: that of the change it queued.
+    """The stamps of the values a user just gave: those of the change it queued.
 
-    Only the edited field is recorded: a value the user did not touch that a change
-    carries along is not a new edit of it.
+    An edit queues only the fields it changed, ``name`` among them; a new backend
+    resets the model too (the old model belongs to the old backend), which is an
+    edit of the model as well.
     """
     [*_, last] = [
         e.change for e in store.outbox_pending(1000) if e.change.kind is ChangeKind.CONVERSATION
     ]
-    key = (name, json.dumps(last.data[name], sort_keys=True))
-    stamps[key] = max(stamps.get(key, ""), last.hlc)
+    assert name in last.data
+    record_stamps(stamps, [last])
 
 
 _OPS = st.lists(

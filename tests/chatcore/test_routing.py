@@ -81,7 +81,7 @@ async def test_spent_retries_fall_back_to_the_next_backend_and_the_reply_says_so
         assert reply.metadata["fallback_from"] == ["down"]
         assert engine_plugins.CALLS == {"down": 3, "spare": 1}
         summary = (await engine.list_conversations())[0]
-        assert summary.backend == "spare"
+        assert summary.backend == "down"  # a fallback answers one turn; the conversation stays
 
 
 async def test_an_open_circuit_skips_the_backend_without_calling_it(

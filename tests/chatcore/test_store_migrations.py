@@ -43,7 +43,13 @@ OLD_RELEASE = SUPPORT_DIR / "old_release_db"
 FIXTURE = OLD_RELEASE / "chatcore-0.1.0.db"
 LEGACY_NAMES = ["m001_initial", "m002_rag_and_memory", "m003_replication"]
 ALL_SETS = {
-    "chatcore": ["m001_initial", "m002_replication", "m003_legacy_guard", "m004_field_stamps"],
+    "chatcore": [
+        "m001_initial",
+        "m002_replication",
+        "m003_legacy_guard",
+        "m004_field_stamps",
+        "m005_client_ids",
+    ],
     "memory": ["m001_memories"],
     "rag": ["m001_documents"],
 }
@@ -130,7 +136,7 @@ def steps_of(migrations: MigrationSet, name: str, *extra: Any) -> MigrationSet:
 
 def test_fresh_database_is_fully_migrated(db_path: Path) -> None:
     with Store(db_path) as store:
-        assert store.schema_version() == len(CORE_MIGRATIONS) == 4
+        assert store.schema_version() == len(CORE_MIGRATIONS) == 5
     db = open_database(db_path)
     assert {"conversations", "messages", "plugin_kv", "sync_state", "outbox"} <= set(
         db.table_names()
@@ -231,17 +237,17 @@ def test_database_at_every_version_migrates_forward(db_path: Path, version: int)
     assert legacy_names(db_path) == [*LEGACY_NAMES[:version], "m004_migration_sets"]
 
     # A later release adds a step to the store's set: only that one runs.
-    def m005_add_notes(db: Database) -> None:
+    def m006_add_notes(db: Database) -> None:
         db.table("notes").create({"id": int, "text": str}, pk="id")
 
-    newer = steps_of(CORE_MIGRATIONS, "chatcore", m005_add_notes)
+    newer = steps_of(CORE_MIGRATIONS, "chatcore", m006_add_notes)
     before = list(open_database(db_path).table("_applied_migrations").rows)
-    assert newer.apply(open_database(db_path)) == ["m005_add_notes"]
+    assert newer.apply(open_database(db_path)) == ["m006_add_notes"]
     db = open_database(db_path)
     assert "notes" in db.table_names()
     rows = list(db.table("_applied_migrations").rows)
-    assert [r for r in rows if r["name"] != "m005_add_notes"] == before
-    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m005_add_notes"]
+    assert [r for r in rows if r["name"] != "m006_add_notes"] == before
+    assert newer.applied(db) == [*ALL_SETS["chatcore"], "m006_add_notes"]
 
 
 @pytest.mark.parametrize("version", [1, 2])
@@ -314,6 +320,7 @@ def test_the_previous_release_database_keeps_everything(db_path: Path) -> None:
     assert set(after["schema"]) - set(before["schema"]) == {
         "_applied_migrations",
         "sqlite_autoindex__applied_migrations_1",
+        "messages_client_id",  # chatcore/m005_client_ids, an index 0.1.0 lacked
     }
     for table, rows in before["rows"].items():
         if table == "_migrations":
@@ -427,11 +434,11 @@ def test_the_previous_release_database_opens_in_todays_engine(
 def test_failed_migration_is_rolled_back(db_path: Path) -> None:
     Store(db_path).close()
 
-    def m005_broken(db: Database) -> None:
+    def m006_broken(db: Database) -> None:
         db.table("half_done").create({"id": int}, pk="id")
         raise RuntimeError("migration bug")
 
-    broken = steps_of(CORE_MIGRATIONS, "chatcore", m005_broken)
+    broken = steps_of(CORE_MIGRATIONS, "chatcore", m006_broken)
     with pytest.raises(RuntimeError, match="migration bug"):
         broken.apply(open_database(db_path))
     db = open_database(db_path)
@@ -449,13 +456,13 @@ def test_database_from_a_newer_version_is_refused(db_path: Path) -> None:
 def test_an_unknown_applied_step_of_a_set_is_refused_as_newer(db_path: Path) -> None:
     open_everything(db_path)
     raw(db_path).execute(
-        "INSERT INTO _applied_migrations VALUES ('chatcore', 'm005_from_the_future', '2030')"
+        "INSERT INTO _applied_migrations VALUES ('chatcore', 'm006_from_the_future', '2030')"
     )
     with pytest.raises(MigrationError) as refused:
         Store(db_path)
     assert str(refused.value) == (
         f"{db_path}: the database was migrated by a newer release: migration set 'chatcore' "
-        "has steps this code does not know (m005_from_the_future); upgrade chatcore (or the "
+        "has steps this code does not know (m006_from_the_future); upgrade chatcore (or the "
         "plugin that owns the set) to open it"
     )
 
@@ -536,7 +543,7 @@ def test_stop_before_builds_an_older_layout(db_path: Path) -> None:
     assert "outbox" not in db.table_names()
     assert CORE_MIGRATIONS.applied(db) == ["m001_initial"]
     with Store(db_path) as store:
-        assert store.schema_version() == 4
+        assert store.schema_version() == len(CORE_MIGRATIONS)
     assert "outbox" in open_database(db_path).table_names()
 
 
