@@ -89,6 +89,8 @@ class ConversationOpened(UIMessage):
     conversation_id: str
     title: str
     messages: list[Message]
+    backend: str | None = None
+    """The backend the conversation is on; later turns continue there."""
 
 
 @dataclass
@@ -328,7 +330,7 @@ class ChatSession:
         conversation = self._engine.conversation(conversation_id)
         messages = await conversation.messages()
         summary = await conversation.summary()
-        self._post(ConversationOpened(conversation.id, summary.title, messages))
+        self._post(ConversationOpened(conversation.id, summary.title, messages, summary.backend))
 
     async def _run_turn(
         self, key: int, conversation_id: str | None, text: str, backend: str

@@ -1028,3 +1028,27 @@ async def test_a_plugin_that_failed_to_load_is_shown_at_start_and_nothing_is_sen
         await pilot.press("enter")
         await wait_for(lambda: ("assistant", "echo: hello") in log_views(app))
         await pilot.press("ctrl+q")
+
+
+async def test_reopening_a_conversation_continues_on_its_backend(
+    data_dir: Path, tmp_path: Path
+) -> None:
+    other = ECHO + '[backends.other]\nplugin = "echo"\n'
+    config = config_from(tmp_path, other)
+    app = ChatcoreApp(config, backend="other")
+    async with app.run_test() as pilot:
+        await started(app)
+        await send(pilot, "on the other one")
+        conversation_id = app.chat.state.conversation_id
+        await pilot.press("ctrl+q")
+    assert conversation_id is not None
+    reopened = ChatcoreApp(config, conversation=conversation_id)  # the default is echo
+    async with reopened.run_test() as pilot:
+        await started(reopened)
+        await wait_for(lambda: reopened.backend == "other")
+        await send(pilot, "still there?")
+        engine = reopened.bridge.engine
+        assert engine is not None
+        [summary] = [s for s in engine.store.list_conversations() if s.id == conversation_id]
+        assert summary.backend == "other"
+        await pilot.press("ctrl+q")

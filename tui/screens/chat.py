@@ -517,6 +517,11 @@ class ChatScreen(Screen[None]):
             self._set_turn(None)
         self.state.conversation_id = event.conversation_id
         self._set_title(event.title)
+        app = self.chat_app
+        if event.backend in app.config.backends and event.backend != app.backend:
+            # A conversation continues on the backend it is on, as `ask -c` does.
+            app.backend = event.backend
+            self.refresh_status()
         self.query_one(ConversationList).select_id(event.conversation_id)
         replies = [m for m in event.messages if m.role is Role.ASSISTANT and m.content]
         self.chat_app.last_reply = replies[-1] if replies else None
