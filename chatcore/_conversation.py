@@ -17,6 +17,7 @@ from .errors import ConversationNotFound
 from .export import export_format, read_transcript
 from .messages import Chunk
 from .pipeline import TurnOptions
+from .store import TurnRecord
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -199,6 +200,35 @@ class Conversation:
         if summary is None:  # deleted between the two calls
             raise ConversationNotFound(self.id)
         return summary
+
+    @bridged
+    async def configure(
+        self,
+        *,
+        system: str | None = None,
+        backend: str | None = None,
+        model: str | None = None,
+    ) -> None:
+        """Change what later turns are sent with, without sending one.
+
+        None leaves a setting as it is; ``system=""`` removes the prompt; a new
+        backend without a model uses that backend's configured model. Stored (and
+        replicated) at once when the conversation is, else with its first turn.
+
+        Raises:
+            UnknownBackend: ``backend`` is not configured.
+        """
+        if backend is not None:
+            self._engine._check_backend(backend)
+        self._state.settle(backend, model, system)
+        store = self._engine.store
+        record = TurnRecord(self.id, (), backend=backend, model=model, system=system)
+
+        def store_if_stored() -> None:
+            if store.get_conversation(self.id) is not None:
+                store.write_turns([record])
+
+        await trio.to_thread.run_sync(store_if_stored)
 
     @bridged
     async def delete(self) -> None:

@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import chatcore
 from chatcore import ChatContext, Chunk, open_engine
 from chatcore.cli import cli
 from chatcore.plugin import BaseBackendProvider, PluginMetadata, PluginType
@@ -174,3 +175,29 @@ def test_ask_system_holds_for_ask_continue_and_history_show_shows_it(
     invoke("ask", "--config", config, "-c", "--system", "You are chatty.", "now")
     invoke("ask", "--config", config, "-c", "last")
     assert [c.system for c in SENT[-2:]] == ["You are chatty."] * 2
+
+
+async def test_configure_changes_later_turns_without_sending_one(
+    write_config: WriteConfig,
+) -> None:
+    config = write_config(CONFIG)
+    async with open_engine(config) as engine:
+        conversation = engine.conversation()
+        await conversation.send("hello")
+        await conversation.configure(system="Be terse.", backend="other", model="picked")
+        assert len(await conversation.messages()) == 2  # no turn was sent
+        await conversation.send("more")
+        fresh = engine.conversation()
+        await fresh.configure(system="Fresh start.")  # nothing stored yet: the first turn keeps it
+        assert await engine.conversations() != [] and len(await engine.conversations()) == 1
+        await fresh.send("first")
+        with pytest.raises(chatcore.UnknownBackend):
+            await conversation.configure(backend="nope")
+    async with open_engine(config) as engine:
+        await engine.conversation(conversation.id).send("after a restart")
+    assert [(c.backend, c.model, c.system) for c in SENT] == [
+        ("main", "main-model", None),
+        ("other", "picked", "Be terse."),
+        ("main", "main-model", "Fresh start."),
+        ("other", "picked", "Be terse."),
+    ]
