@@ -53,7 +53,9 @@ def write_skeleton(name: str, plugin_type: str, directory: Path) -> Scaffold:
         raise ScaffoldError(f"plugin type {plugin_type!r}: choose one of {', '.join(PLUGIN_TYPES)}")
     root = directory / name
     if root.exists() and (not root.is_dir() or any(root.iterdir())):
-        raise ScaffoldError(f"{root} already exists and is not empty; choose another --dir")
+        error = ScaffoldError(f"{root} already exists and is not empty")
+        error.cli_hint = "choose another --dir"
+        raise error
     values = {
         "__USAGE__": _BACKEND_USAGE if plugin_type == "backend" else _PLUGIN_USAGE,
         "__NAME__": name,

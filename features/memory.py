@@ -319,7 +319,9 @@ class MemoryStore:
 
 def _check_user(user: str) -> None:
     if not user or not user.strip():
-        raise InvalidInput("memory user is empty: give --user NAME or leave it out")
+        error = InvalidInput("memory user is empty: name one, or pass None for the default user")
+        error.cli_hint = "give --user NAME or leave it out"
+        raise error
 
 
 def _record(row: Sequence[Any]) -> MemoryRecord:

@@ -222,3 +222,26 @@ def test_every_command_line_error_path_adds_the_hint(write_config: WriteConfig) 
     assert history.stderr == (
         "error: no conversation '0000ffff-no-such' (see `chatcore history list`)\n"
     )
+
+
+def test_the_memory_api_and_the_scaffold_leave_flags_to_the_cli(tmp_path: Path) -> None:
+    from chatcore.cli._common import _error_line
+    from chatcore.errors import InvalidInput, ScaffoldError
+    from chatcore.scaffold import write_skeleton
+    from features.memory import MemoryStore
+
+    store = MemoryStore(tmp_path / "memory.db")
+    try:
+        with pytest.raises(InvalidInput) as blank:
+            store.list(user="  ")
+    finally:
+        store.close()
+    assert "--" not in str(blank.value)
+    assert _error_line(blank.value).endswith("give --user NAME or leave it out")
+
+    (tmp_path / "shout").mkdir()
+    (tmp_path / "shout" / "taken.txt").write_text("x")
+    with pytest.raises(ScaffoldError) as taken:
+        write_skeleton("shout", "processor", tmp_path)
+    assert "--" not in str(taken.value)
+    assert _error_line(taken.value).endswith("choose another --dir")
