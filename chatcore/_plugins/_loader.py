@@ -13,7 +13,7 @@ import logging
 from types import MappingProxyType
 from typing import TYPE_CHECKING
 
-from ..errors import PluginLoadError
+from ..errors import ConfigError, PluginLoadError
 from ..hooks import CircuitBreaker, HookType
 from ..messages import ChatContext
 from ._base import KNOWN_PERMISSIONS, PluginConfig, PluginType, plugin_type_problem
@@ -125,6 +125,8 @@ class PluginLoader:
         if problem is not None:
             record.lifecycle.transition(PluginState.ERROR, problem)
             return False
+        if not self._backend_settings_ok(record, cls):
+            return False
         try:
             if record.plugin_config.isolation == "process":
                 from ..isolation import process_plugin  # a stand-in that calls a child process
@@ -137,6 +139,28 @@ class PluginLoader:
             return False
         record.instance = instance
         record.lifecycle.transition(PluginState.LOADED)
+        return True
+
+    def _backend_settings_ok(self, record: LoadedPlugin, cls: type[BasePlugin]) -> bool:
+        """Check ``[backends.NAME]`` against the class's settings model; ERROR if it's wrong.
+
+        Here, on the one path a backend takes at first load and at reload. A mistake
+        is a config error naming the file and the key, like one in a plugin's table;
+        the backend is put in ERROR rather than raising, as any backend that cannot
+        load, because it may be loaded lazily in the middle of a turn.
+        """
+        model = getattr(cls, "settings_model", None)
+        config = self._manager.config
+        if model is None or not record.is_backend or record.name not in config.backends:
+            return True
+        from .._config_load import validate_backend_settings
+
+        try:
+            validate_backend_settings(model, config, record.name)
+        except ConfigError as exc:
+            record.lifecycle.transition(PluginState.ERROR, str(exc))
+            record.config_error = True
+            return False
         return True
 
     def misplaced(self, record: LoadedPlugin, cls: type[BasePlugin]) -> str | None:

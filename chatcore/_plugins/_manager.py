@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 import trio
 
-from ..errors import ConfigError, PluginError, PluginLoadError, UnknownBackend
+from ..errors import PluginError, PluginLoadError, UnknownBackend
 from ..hooks import HookRegistry, HookType
 from ..messages import ChatContext
 from ._base import PluginConfig, PluginType
@@ -244,33 +244,9 @@ class PluginManager:
         record = self.backend_record(name)
         if record.lifecycle.state is PluginState.UNLOADED:
             async with self._backend_locks.setdefault(name, trio.Lock()):
-                if (
-                    record.lifecycle.state is PluginState.UNLOADED
-                    and self._loader.load(record)
-                    and self._backend_settings_ok(record)
-                ):
+                if record.lifecycle.state is PluginState.UNLOADED and self._loader.load(record):
                     await self._loader.activate(record)
         return record
-
-    def _backend_settings_ok(self, record: LoadedPlugin) -> bool:
-        """Check ``[backends.NAME]`` against the plugin's settings model; ERROR if it's wrong.
-
-        A mistake is a config error naming the file and the key, like one in a plugin's
-        table; the backend is put in ERROR rather than raising, as any backend that
-        cannot load, because it may be loaded lazily in the middle of a turn.
-        """
-        model = getattr(record.instance, "settings_model", None)
-        if model is None or record.name not in self.config.backends:
-            return True
-        from .._config_load import validate_backend_settings
-
-        try:
-            validate_backend_settings(model, self.config, record.name)
-        except ConfigError as exc:
-            record.lifecycle.transition(PluginState.ERROR, str(exc))
-            record.config_error = True
-            return False
-        return True
 
     async def load_all_backends(self) -> None:
         """Load every configured backend now (for status and checks)."""
