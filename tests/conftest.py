@@ -67,3 +67,11 @@ def patient_clock() -> trio.testing.MockClock:
     real milliseconds first keeps virtual time honest for engine tests.
     """
     return trio.testing.MockClock(autojump_threshold=0.02)
+
+
+@pytest.fixture
+def closed_port() -> int:
+    """A loopback port with nothing listening: connecting is refused at once."""
+    from helpers import free_port  # importable once the path above is set
+
+    return free_port()

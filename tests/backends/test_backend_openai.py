@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -58,14 +57,6 @@ def keyed(monkeypatch: pytest.MonkeyPatch) -> str:
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI(expected_api_key=KEY) as server:
         yield server
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port with nothing listening: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 async def start_backend(**config: Any) -> OpenAIBackend:

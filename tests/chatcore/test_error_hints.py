@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import re
-import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -20,7 +19,7 @@ import pytest
 import trio
 from fakes.anthropic import FakeAnthropic
 from fakes.openai import FakeOpenAI
-from helpers import subprocess_env
+from helpers import free_port, subprocess_env
 
 from chatcore import open_engine
 from chatcore.cli._common import _guarded
@@ -42,13 +41,6 @@ CLI_ADVICE = re.compile(r"--[a-z]|`chatcore ")
 def fake() -> Iterator[FakeOpenAI]:
     with FakeOpenAI() as server:
         yield server
-
-
-def closed_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-    return port
 
 
 def api_text(exc: BaseException) -> str:
@@ -74,7 +66,7 @@ def cli_line(exc: ChatcoreError, capsys: pytest.CaptureFixture[str]) -> str:
 async def test_an_unreachable_backend(
     write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    port = closed_port()
+    port = free_port()
     path = write_config(
         f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{port}"\n'
         'model = "llama3.2"\nmax_retries = 0\n'
@@ -138,7 +130,7 @@ async def test_an_open_circuit(
     write_config: WriteConfig, capsys: pytest.CaptureFixture[str]
 ) -> None:
     path = write_config(
-        f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{closed_port()}"\n'
+        f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{free_port()}"\n'
         'model = "llama3.2"\nmax_retries = 0\ncircuit_failure_threshold = 1\n'
         "circuit_reset_seconds = 30\n"
     )
@@ -169,7 +161,7 @@ async def test_an_unknown_conversation(capsys: pytest.CaptureFixture[str]) -> No
 
 
 def test_the_chatcore_command_still_names_the_flag(write_config: WriteConfig) -> None:
-    port = closed_port()
+    port = free_port()
     path = write_config(
         f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{port}"\n'
         'model = "llama3.2"\nmax_retries = 0\n'
@@ -202,7 +194,7 @@ def run_cli(*args: str, stdin: str = "") -> subprocess.CompletedProcess[str]:
 
 
 def test_every_command_line_error_path_adds_the_hint(write_config: WriteConfig) -> None:
-    port = closed_port()
+    port = free_port()
     path = write_config(
         f'[backends.local]\nplugin = "ollama"\nhost = "http://127.0.0.1:{port}"\n'
         'model = "llama3.2"\nmax_retries = 0\n'

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
@@ -45,14 +44,6 @@ class CarelessBackend(BaseBackendProvider):
 @pytest.fixture(autouse=True)
 def _openai_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CHATCORE_BACKEND", "openai")
-
-
-@pytest.fixture
-def closed_port() -> int:
-    """A loopback port with nothing listening: connecting is refused at once."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

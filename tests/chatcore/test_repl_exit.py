@@ -2,27 +2,20 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 from pathlib import Path
 
-from helpers import subprocess_env
+from helpers import free_port, subprocess_env
 
 CHATCORE = str(Path(sys.executable).with_name("chatcore"))
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def run(tmp_path: Path, stdin: bytes, backend: str = "echo") -> subprocess.CompletedProcess[bytes]:
     config = tmp_path / "chatcore.toml"
     config.write_text(
         'default_backend = "echo"\n[backends.echo]\nplugin = "echo"\n'
-        f'[backends.down]\nplugin = "ollama"\nhost = "http://127.0.0.1:{closed_port()}"\n'
+        f'[backends.down]\nplugin = "ollama"\nhost = "http://127.0.0.1:{free_port()}"\n'
         'model = "x"\nmax_retries = 0\n'
     )
     return subprocess.run(

@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner, Result
-from redis_server import RedisServer, free_port, make_tls_files, redis_factory, redis_server
+from helpers import free_port
+from redis_server import RedisServer, make_tls_files, redis_factory, redis_server
 
 from chatcore.cli import cli
 

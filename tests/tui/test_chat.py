@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pytest
 import trio
+from helpers import free_port
 from textual.containers import VerticalScroll
 from textual.widgets import Input, OptionList, Static
 
@@ -66,12 +66,6 @@ def config_from(tmp_path: Path, text: str) -> Config:
     path = tmp_path / "chatcore.toml"
     path.write_text(text)
     return load_config(path)
-
-
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def conversations(app: ChatcoreApp) -> ConversationList:
@@ -441,7 +435,7 @@ async def test_a_failed_turn_is_a_notice_and_the_app_stays_usable(
     reply: str | None,
     flag: str | None,
 ) -> None:
-    app = ChatcoreApp(config_from(tmp_path, ECHO + FAILURES.format(port=closed_port())))
+    app = ChatcoreApp(config_from(tmp_path, ECHO + FAILURES.format(port=free_port())))
     async with app.run_test() as pilot:
         await started(app)
         app.backend = backend
@@ -471,7 +465,7 @@ async def test_with_the_shipped_config_the_chat_says_ollama_is_not_reachable(
     data_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("CHATCORE_BACKEND", raising=False)
-    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{closed_port()}")
+    monkeypatch.setenv("OLLAMA_HOST", f"http://127.0.0.1:{free_port()}")
     config = load_config()
     assert config.default_backend == "ollama"
     app = ChatcoreApp(config)
@@ -926,7 +920,7 @@ async def test_the_backend_switcher_shows_whether_each_backend_is_ready(
     backends = f"""
 [backends.down]
 plugin = "ollama"
-host = "http://127.0.0.1:{closed_port()}"
+host = "http://127.0.0.1:{free_port()}"
 model = "llama3.2"
 max_retries = 0
 
@@ -984,7 +978,7 @@ async def test_a_message_sent_before_the_engine_is_up_goes_out_once_it_is(
 
 
 async def test_a_failed_turn_reopened_shows_its_error_once(data_dir: Path, tmp_path: Path) -> None:
-    config = config_from(tmp_path, ECHO + FAILURES.format(port=closed_port()))
+    config = config_from(tmp_path, ECHO + FAILURES.format(port=free_port()))
     app = ChatcoreApp(config)
     async with app.run_test() as pilot:
         await started(app)
